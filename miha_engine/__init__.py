@@ -1,0 +1,52 @@
+"""MIHA engine: tune a Keras model's hyperparameters while it trains.
+
+The heavy parts (Keras, TensorFlow) load lazily: ``import miha_engine`` is cheap, and the first
+call that needs Keras pays for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .config import GENE_KINDS, HIDDEN_ACTIVATIONS, OPTIMIZER_DEFAULT_LR, RunConfig, SearchSpace
+from .data import Dataset, from_arrays, load_dataset
+from .errors import (
+    Cancelled,
+    ConfigError,
+    DatasetError,
+    DivergedError,
+    InputError,
+    MihaError,
+    ModelLoadError,
+    RunFolderError,
+)
+from .genes import Genes
+from .runlog import RunFolder
+from .training import CancelToken
+
+__all__ = [
+    "GENE_KINDS", "HIDDEN_ACTIVATIONS", "OPTIMIZER_DEFAULT_LR", "RunConfig", "SearchSpace",
+    "Dataset", "from_arrays", "load_dataset", "Cancelled", "ConfigError", "DatasetError",
+    "DivergedError", "InputError", "MihaError", "ModelLoadError", "RunFolderError", "Genes",
+    "RunFolder", "CancelToken", "run", "resume", "RunResult", "load_model", "summarize", "export_model",
+]
+
+_LAZY = {
+    "run": ("runner", "run"),
+    "resume": ("runner", "resume"),
+    "RunResult": ("runner", "RunResult"),
+    "load_model": ("models", "load_model"),
+    "summarize": ("models", "summarize"),
+    "export_model": ("models", "export_model"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'miha_engine' has no attribute {name!r}")

@@ -1,0 +1,241 @@
+"""The run configuration: a frozen, validated dataclass that round-trips through JSON and TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+#: Optimizers MIHA can switch to, with the learning rate each starts from when switched to.
+OPTIMIZER_DEFAULT_LR: dict[str, float] = {
+    "sgd": 0.01,
+    "adam": 1e-3,
+    "adamw": 1e-3,
+    "rmsprop": 1e-3,
+    "adadelta": 1.0,
+    "nadam": 1e-3,
+    "adamax": 2e-3,
+    "adagrad": 0.01,
+}
+
+HIDDEN_ACTIVATIONS: tuple[str, ...] = (
+    "relu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "tanh",
+    "sigmoid",
+    "leaky_relu",
+    "softplus",
+    "mish",
+)
+
+GENE_KINDS: tuple[str, ...] = ("optimizer", "activation", "batch_size", "learning_rate")
+
+FITNESS_FORMULAS: tuple[str, ...] = ("log_slope", "original")
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Which genes may mutate, and to what.
+
+    Attributes:
+        kinds: the gene kinds that may mutate (any of ``GENE_KINDS``).
+        optimizers: optimizer names a member may switch to.
+        hidden_activations: activations a hidden layer may take.
+        batch_size_range: inclusive bounds for the batch size.
+        learning_rate_range: inclusive bounds for the learning rate.
+        lr_factors: the multiplicative steps of a learning-rate mutation (PBT style).
+    """
+
+    kinds: tuple[str, ...] = GENE_KINDS
+    optimizers: tuple[str, ...] = ("sgd", "adam", "adamw", "rmsprop", "adadelta", "nadam")
+    hidden_activations: tuple[str, ...] = HIDDEN_ACTIVATIONS
+    batch_size_range: tuple[int, int] = (16, 256)
+    learning_rate_range: tuple[float, float] = (1e-5, 1.0)
+    lr_factors: tuple[float, ...] = (0.5, 0.8, 1.25, 2.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        object.__setattr__(self, "optimizers", tuple(o.lower() for o in self.optimizers))
+        object.__setattr__(self, "hidden_activations", tuple(self.hidden_activations))
+        object.__setattr__(self, "batch_size_range", tuple(int(b) for b in self.batch_size_range))
+        object.__setattr__(
+            self, "learning_rate_range", tuple(float(v) for v in self.learning_rate_range)
+        )
+        object.__setattr__(self, "lr_factors", tuple(float(v) for v in self.lr_factors))
+        for kind in self.kinds:
+            _check(kind in GENE_KINDS, f"search: unknown gene kind {kind!r}; choose from {', '.join(GENE_KINDS)}")
+        _check(len(self.kinds) > 0, "search: the search space is empty; enable at least one of " + ", ".join(GENE_KINDS))
+        for name in self.optimizers:
+            _check(
+                name in OPTIMIZER_DEFAULT_LR,
+                f"search: unknown optimizer {name!r}; choose from {', '.join(OPTIMIZER_DEFAULT_LR)}",
+            )
+        if "optimizer" in self.kinds:
+            _check(len(self.optimizers) >= 1, "search: optimizer mutation is on but no optimizer is allowed")
+        if "activation" in self.kinds:
+            _check(len(self.hidden_activations) >= 1, "search: activation mutation is on but no activation is allowed")
+        lo, hi = self.batch_size_range
+        _check(1 <= lo <= hi, f"search: batch_size_range must be 1 <= low <= high, got {lo}..{hi}")
+        lo_lr, hi_lr = self.learning_rate_range
+        _check(
+            0 < lo_lr <= hi_lr and math.isfinite(hi_lr),
+            f"search: learning_rate_range must be 0 < low <= high, got {lo_lr}..{hi_lr}",
+        )
+        _check(all(f > 0 and f != 1 for f in self.lr_factors), "search: lr_factors must be positive and not 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        _check(not unknown, f"search: unknown option(s) {', '.join(sorted(unknown))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a MIHA run.
+
+    Attributes:
+        runup_epochs: m, epochs before the first cycle and again after the last.
+        candidate_epochs: n, epochs each population member trains.
+        fixing_epochs: k, epochs the chosen member trains after each cycle.
+        cycles: c, number of population cycles.
+        population_size: pop_size, members per cycle.
+        batch_size: initial batch size (None: 32).
+        seed: seeds numpy, Keras and the mutation stream.
+        search: the search space.
+        crossover: build a child of the two fittest instead of plain selection.
+        crossover_weights: "fitter" (the fitter parent's weights) or "average".
+        control_member: member 0 of each population is never mutated.
+        fitness: "log_slope" (default) or "original" (first - 2*last).
+        fitness_slope_weight: weight of the decrease term in "log_slope".
+        validation_split: fraction of the training data held out when no x_val is given.
+        drop_intermediate: delete the intermediate archives at the end (keep model_final and logs).
+        steps_per_execution: batches per compiled call ("auto" or an int).
+        jit_compile: XLA ("auto", True, False).
+        loss, optimizer: used only for uncompiled models.
+    """
+
+    runup_epochs: int = 2
+    candidate_epochs: int = 1
+    fixing_epochs: int = 1
+    cycles: int = 2
+    population_size: int = 3
+    batch_size: int | None = None
+    seed: int = 0
+    search: SearchSpace = field(default_factory=SearchSpace)
+    crossover: bool = False
+    crossover_weights: str = "fitter"
+    control_member: bool = False
+    fitness: str = "log_slope"
+    fitness_slope_weight: float = 1.0
+    validation_split: float = 0.1
+    drop_intermediate: bool = False
+    steps_per_execution: int | str = "auto"
+    jit_compile: bool | str = "auto"
+    loss: str | None = None
+    optimizer: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.search, dict):
+            object.__setattr__(self, "search", SearchSpace.from_dict(self.search))
+        for name in ("runup_epochs", "candidate_epochs", "fixing_epochs", "cycles"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                   f"{name} must be a whole number >= 0, got {value!r}")
+        _check(self.candidate_epochs >= 1, f"candidate_epochs (n) must be >= 1, got {self.candidate_epochs}")
+        p = self.population_size
+        _check(isinstance(p, int) and p >= 1, f"population_size must be >= 1, got {p!r}")
+        if self.crossover:
+            _check(p >= 2, "crossover needs population_size >= 2")
+        if self.control_member:
+            _check(p >= 2, "a control member needs population_size >= 2 (one control, one mutant)")
+        if self.batch_size is not None:
+            _check(isinstance(self.batch_size, int) and self.batch_size >= 1,
+                   f"batch_size must be >= 1, got {self.batch_size!r}")
+        _check(self.crossover_weights in ("fitter", "average"),
+               f"crossover_weights must be 'fitter' or 'average', got {self.crossover_weights!r}")
+        _check(self.fitness in FITNESS_FORMULAS,
+               f"fitness must be one of {', '.join(FITNESS_FORMULAS)}, got {self.fitness!r}")
+        _check(0.0 <= self.validation_split < 1.0,
+               f"validation_split must be in [0, 1), got {self.validation_split}")
+        spe = self.steps_per_execution
+        _check(spe == "auto" or (isinstance(spe, int) and spe >= 1),
+               f"steps_per_execution must be 'auto' or an int >= 1, got {spe!r}")
+        _check(self.jit_compile in ("auto", True, False),
+               f"jit_compile must be 'auto', true or false, got {self.jit_compile!r}")
+
+    @property
+    def total_epochs(self) -> int:
+        """Compute spent: 2m + c(pop_size*n + k)."""
+        return 2 * self.runup_epochs + self.cycles * (
+            self.population_size * self.candidate_epochs + self.fixing_epochs
+        )
+
+    @property
+    def lineage_epochs(self) -> int:
+        """Epochs in the final model's history: 2m + c(n + k)."""
+        return 2 * self.runup_epochs + self.cycles * (self.candidate_epochs + self.fixing_epochs)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["search"] = self.search.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        _check(not unknown, f"config: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        data = dict(data)
+        if "search" in data and isinstance(data["search"], dict):
+            data["search"] = SearchSpace.from_dict(data["search"])
+        try:
+            return cls(**data)
+        except TypeError as exc:  # pragma: no cover - defensive
+            raise ConfigError(f"config: {exc}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        """Read a configuration from a ``.toml`` or ``.json`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            text = path.read_text(encoding="utf-8")
+            if path.suffix.lower() == ".toml":
+                if sys.version_info >= (3, 11):
+                    import tomllib
+                else:  # pragma: no cover
+                    import tomli as tomllib
+                data = tomllib.loads(text)
+            else:
+                data = json.loads(text)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a table of options")
+        return cls.from_dict(data)

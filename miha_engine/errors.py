@@ -1,0 +1,40 @@
+"""Typed failures.
+
+A user's mistake (a bad file, a bad parameter) is an :class:`InputError`: the CLI prints its message
+on one line and exits 2, the app shows it in a dialog.  Each message says what is wrong *and* what
+to do.  A member whose loss turns NaN is not an error at all: it scores worst and the run goes on.
+"""
+
+from __future__ import annotations
+
+
+class MihaError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class InputError(MihaError):
+    """Bad input from the user: a file, an argument, a configuration value."""
+
+
+class ModelLoadError(InputError):
+    """A model file that cannot be loaded (missing, corrupt, unsafe, not Keras)."""
+
+
+class DatasetError(InputError):
+    """A dataset that cannot be loaded or does not fit the model."""
+
+
+class ConfigError(InputError):
+    """A run configuration value out of range, or an unknown option."""
+
+
+class RunFolderError(InputError):
+    """A run folder that cannot be used (not writable, holds another run, not a run)."""
+
+
+class DivergedError(MihaError):
+    """The main line's loss became NaN or infinite: the run stops and keeps its last good archive."""
+
+
+class Cancelled(MihaError):
+    """The run was stopped by its cancel token (Stop button, Ctrl-C)."""

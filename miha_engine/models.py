@@ -1,0 +1,549 @@
+"""Keras models: load safely, summarise, rebuild with new genes, save atomically, export.
+
+This module and :mod:`miha_engine.training` are the only ones that import Keras/TensorFlow, and
+they do so lazily, so the app's window can appear before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import OPTIMIZER_DEFAULT_LR, RunConfig
+from .errors import ModelLoadError
+from .genes import Genes
+from .runlog import temp_archive_path
+
+_TF_CONFIGURED: dict[str, Any] = {}
+
+#: Activations we know by name; a layer whose activation is not one of these is left alone.
+KNOWN_ACTIVATIONS = {
+    "relu", "elu", "selu", "gelu", "silu", "swish", "tanh", "sigmoid", "hard_sigmoid", "leaky_relu",
+    "softplus", "softsign", "mish", "linear", "softmax", "relu6", "exponential", "hard_silu",
+    "hard_swish", "log_softmax", "celu", "glu", "tanh_shrink", "hard_tanh", "sparse_plus",
+    "sparsemax", "squareplus", "soft_shrink", "hard_shrink", "threshold", "log_sigmoid",
+}
+
+
+def configure_tensorflow() -> str:
+    """Quiet TensorFlow's logs, turn on GPU memory growth, and say which device trains."""
+    if "device" in _TF_CONFIGURED:
+        return _TF_CONFIGURED["device"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError):  # already initialised: keep going
+            pass
+    if gpus:
+        names = []
+        for gpu in gpus:
+            try:
+                names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+            except Exception:  # noqa: BLE001
+                names.append(gpu.name)
+        device = "GPU: " + ", ".join(names)
+    else:
+        device = f"CPU ({os.cpu_count()} cores)"
+    _TF_CONFIGURED["device"] = device
+    return device
+
+
+def _keras():
+    configure_tensorflow()
+    import keras
+
+    return keras
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+def load_model(path: str | Path, unsafe: bool = False, compile: bool = True):
+    """Load a ``.keras`` or legacy ``.h5`` model in Keras' safe mode.
+
+    Raises:
+        ModelLoadError: with what is wrong and what to do.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder; give a .keras or .h5 model file")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model file {path} is empty")
+    suffix = path.suffix.lower()
+    if suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise ModelLoadError(f"{path.name} is not a Keras archive (a .keras file is a zip); it may be corrupt or truncated")
+    elif suffix in (".h5", ".hdf5"):
+        with open(path, "rb") as fh:
+            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise ModelLoadError(f"{path.name} is not an HDF5 file; it may be corrupt or truncated")
+    else:
+        raise ModelLoadError(f"{path.name}: unknown model format {suffix or '(none)'}; give a .keras or .h5 file")
+    keras = _keras()
+    try:
+        model = keras.saving.load_model(path, compile=compile, safe_mode=not unsafe)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types; each becomes one message
+        raise ModelLoadError(_explain_load_error(path, exc)) from exc
+    if not isinstance(model, keras.Model):
+        raise ModelLoadError(f"{path.name} holds a {type(model).__name__}, not a Keras model")
+    return model
+
+
+def _explain_load_error(path: Path, exc: Exception) -> str:
+    text = str(exc)
+    low = text.lower()
+    if "lambda" in low and ("safe" in low or "unsafe" in low):
+        return (
+            f"{path.name} contains a Lambda layer, whose code Keras refuses to run in safe mode. "
+            "If you trust the file, load it with --unsafe-model (app: 'Allow unsafe model'); "
+            "better, replace the Lambda by a built-in layer"
+        )
+    if "could not locate" in low or "unknown layer" in low or "custom_objects" in low or "registered" in low:
+        return (
+            f"{path.name} uses a custom layer or function that MIHA cannot rebuild ({text.splitlines()[0][:200]}). "
+            "Register it with keras.saving.register_keras_serializable in an importable module, "
+            "or use built-in layers"
+        )
+    if "version" in low and ("newer" in low or "keras" in low and "format" in low):
+        return f"{path.name} was saved by an unknown or newer Keras format ({text.splitlines()[0][:200]}); upgrade Keras"
+    if isinstance(exc, (zipfile.BadZipFile, KeyError, OSError, EOFError)) or "zip" in low or "truncated" in low:
+        return f"{path.name} is corrupt or not a Keras model file ({type(exc).__name__}: {text.splitlines()[0][:200] if text else ''})"
+    first = text.splitlines()[0][:300] if text else type(exc).__name__
+    return f"{path.name} cannot be loaded as a Keras model: {first}"
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerInfo:
+    path: str
+    class_name: str
+    activation: str | None
+    params: int
+    output_shape: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Plain values describing a model, for the CLI, the app and validation."""
+
+    name: str
+    layers: tuple[LayerInfo, ...]
+    input_shape: Any
+    output_shape: Any
+    params: int
+    compiled: bool
+    loss: str | None
+    optimizer: str | None
+    learning_rate: float | None
+    metrics: tuple[str, ...] = field(default_factory=tuple)
+
+    def text(self) -> str:
+        lines = [
+            f"model {self.name}: {self.params:,} parameters, input {self.input_shape}, output {self.output_shape}",
+            f"compiled: loss={self.loss or '—'} optimizer={self.optimizer or '—'}"
+            + (f" lr={self.learning_rate:.3g}" if self.learning_rate else "")
+            + (f" metrics={', '.join(self.metrics)}" if self.metrics else ""),
+        ]
+        for layer in self.layers:
+            act = f" [{layer.activation}]" if layer.activation else ""
+            lines.append(f"  {layer.path:<28} {layer.class_name:<18}{act:<14} {layer.params:>10,}  {layer.output_shape}")
+        return "\n".join(lines)
+
+
+def iter_layers(model, prefix: str = ""):
+    """Yield ``(path, layer)`` for every layer, descending into nested models."""
+    keras = _keras()
+    for layer in model.layers:
+        path = f"{prefix}{layer.name}"
+        if isinstance(layer, keras.Model):
+            yield path, layer
+            yield from iter_layers(layer, prefix=path + "/")
+        else:
+            yield path, layer
+
+
+def _activation_name(layer) -> str | None:
+    cfg = layer.get_config()
+    act = cfg.get("activation")
+    if isinstance(act, str):
+        return act
+    if isinstance(act, dict):
+        return str(act.get("config", act.get("class_name", "custom")))
+    return None
+
+
+def _shape_text(layer) -> str:
+    try:
+        shape = layer.output.shape
+        return str(tuple(shape))
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def loss_name(loss: Any) -> str | None:
+    if loss is None:
+        return None
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, dict):
+        return str(loss.get("class_name") or loss.get("config", {}).get("name"))
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
+    return str(name)
+
+
+def _from_logits(loss: Any) -> bool:
+    if isinstance(loss, dict):
+        return bool(loss.get("config", {}).get("from_logits", False))
+    cfg = getattr(loss, "get_config", None)
+    if callable(cfg):
+        try:
+            return bool(cfg().get("from_logits", False))
+        except Exception:  # noqa: BLE001
+            return False
+    return False
+
+
+def task_from_loss(loss: Any) -> str:
+    """"sparse_categorical", "categorical", "binary" or "regression"."""
+    name = (loss_name(loss) or "").lower().replace("_", "")
+    if "sparsecategorical" in name:
+        return "sparse_categorical"
+    if "categorical" in name or name == "kldivergence" or "focal" in name and "categorical" in name:
+        return "categorical"
+    if "binary" in name:
+        return "binary"
+    return "regression"
+
+
+def summarize(model) -> ModelInfo:
+    layers = []
+    for path, layer in iter_layers(model):
+        layers.append(LayerInfo(path, type(layer).__name__, _activation_name(layer),
+                                int(layer.count_params()) if layer.built else 0, _shape_text(layer)))
+    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+    opt = getattr(model, "optimizer", None)
+    lr = None
+    if opt is not None:
+        try:
+            lr = float(np.asarray(opt.learning_rate))
+        except Exception:  # noqa: BLE001
+            lr = None
+    metrics: tuple[str, ...] = ()
+    try:
+        cfg = model.get_compile_config() or {}
+        metrics = tuple(_metric_name(m) for m in (cfg.get("metrics") or []))
+    except Exception:  # noqa: BLE001
+        pass
+
+    def shape_of(t):
+        if isinstance(t, (list, tuple)) and t and hasattr(t[0], "shape"):
+            return [tuple(x.shape) for x in t]
+        return tuple(t.shape)
+
+    return ModelInfo(
+        name=model.name,
+        layers=tuple(layers),
+        input_shape=shape_of(model.inputs if len(model.inputs) > 1 else model.inputs[0]),
+        output_shape=shape_of(model.outputs if len(model.outputs) > 1 else model.outputs[0]),
+        params=int(model.count_params()),
+        compiled=bool(getattr(model, "compiled", False)),
+        loss=loss_name(loss),
+        optimizer=type(opt).__name__.lower() if opt is not None and getattr(model, "compiled", False) else None,
+        learning_rate=lr,
+        metrics=metrics,
+    )
+
+
+def _metric_name(m: Any) -> str:
+    if isinstance(m, str):
+        return m
+    if isinstance(m, dict):
+        return str(m.get("config", {}).get("name") or m.get("class_name"))
+    return str(getattr(m, "name", m))
+
+
+# -- compile spec and search slots --------------------------------------------------------------
+
+def _deserialize(obj: Any) -> Any:
+    keras = _keras()
+    if isinstance(obj, dict) and "class_name" in obj:
+        return keras.saving.deserialize_keras_object(obj)
+    if isinstance(obj, list):
+        return [_deserialize(o) for o in obj]
+    return obj
+
+
+@dataclass
+class CompileSpec:
+    """What every member is compiled with besides its optimizer: loss and metrics."""
+
+    loss: Any
+    metrics: list[Any]
+    optimizer_template: Any = None
+
+    @property
+    def task(self) -> str:
+        return task_from_loss(self.loss)
+
+    @property
+    def from_logits(self) -> bool:
+        return _from_logits(self.loss)
+
+
+def compile_spec(model, config: RunConfig) -> CompileSpec:
+    """Read loss, metrics and optimizer from the model's compile config (or the run config)."""
+    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+        cfg = model.get_compile_config() or {}
+        loss = model.loss
+        metrics = _deserialize(cfg.get("metrics")) or []
+        if not isinstance(metrics, list):
+            metrics = [metrics]
+        template = model.optimizer
+        if config.optimizer:
+            template = None
+        return CompileSpec(loss=loss, metrics=metrics, optimizer_template=template)
+    if not config.loss:
+        raise ModelLoadError(
+            "the model is not compiled, so MIHA does not know its loss; give --loss "
+            "(e.g. sparse_categorical_crossentropy or mse) and optionally --optimizer"
+        )
+    return CompileSpec(loss=config.loss, metrics=[], optimizer_template=None)
+
+
+def activation_choices(model, spec: CompileSpec, config: RunConfig, y: np.ndarray | None) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """For each layer whose activation may change, the activations it may take.
+
+    Hidden layers draw from the search space's hidden set.  The output layer draws only from what
+    the loss allows: softmax stays softmax under a (sparse) categorical cross-entropy, sigmoid under a
+    binary one, linear under any ``from_logits=True`` loss; a regression output may take the
+    activations whose range covers the targets.  Layers whose activation is linear are left alone
+    (a bottleneck, logits or projection by design), and so are recurrent layers and layers with a
+    custom activation.
+
+    Returns:
+        The choices by layer path, and notes saying which layers were left alone and why.
+    """
+    keras = _keras()
+    notes: list[str] = []
+    choices: dict[str, tuple[str, ...]] = {}
+    outputs = set(output_layer_paths(model))
+    for path, layer in iter_layers(model):
+        if isinstance(layer, keras.Model):
+            continue
+        cfg = layer.get_config()
+        if "activation" not in cfg:
+            continue
+        act = _activation_name(layer)
+        if "recurrent_activation" in cfg:
+            notes.append(f"{path}: recurrent layer left alone (changing it breaks the fused kernel)")
+            continue
+        if act not in KNOWN_ACTIVATIONS:
+            notes.append(f"{path}: custom activation {act!r} left alone")
+            continue
+        if path in outputs:
+            allowed = _output_activations(spec, act, y)
+            if len(allowed) <= 1:
+                notes.append(f"{path}: output activation {act} kept (the loss {loss_name(spec.loss)} needs it)")
+                continue
+            choices[path] = allowed
+        else:
+            if act == "linear":
+                notes.append(f"{path}: linear activation kept (linear layers are left alone)")
+                continue
+            choices[path] = tuple(dict.fromkeys((act, *config.search.hidden_activations)))
+    return choices, notes
+
+
+def _output_activations(spec: CompileSpec, current: str, y: np.ndarray | None) -> tuple[str, ...]:
+    task = spec.task
+    if spec.from_logits:
+        return ("linear",)
+    if task in ("sparse_categorical", "categorical"):
+        return ("softmax",)
+    if task == "binary":
+        return ("sigmoid",)
+    allowed = [current, "linear"]
+    if y is not None and y.size:
+        lo, hi = float(np.min(y)), float(np.max(y))
+        if lo >= 0 and hi <= 1:
+            allowed += ["sigmoid", "hard_sigmoid"]
+        if lo >= 0:
+            allowed += ["relu", "softplus"]
+        if lo >= -1 and hi <= 1:
+            allowed += ["tanh"]
+    return tuple(dict.fromkeys(allowed))
+
+
+def output_layer_paths(model, prefix: str = "") -> list[str]:
+    """Paths of the layers that produce the model's outputs (descending into nested models)."""
+    keras = _keras()
+    paths = []
+    for t in model.outputs:
+        hist = getattr(t, "_keras_history", None)
+        op = hist[0] if hist else (model.layers[-1] if model.layers else None)
+        if op is None:
+            continue
+        path = f"{prefix}{op.name}"
+        if isinstance(op, keras.Model):
+            paths.extend(output_layer_paths(op, prefix=path + "/"))
+        else:
+            paths.append(path)
+    return paths
+
+
+def initial_genes(model, spec: CompileSpec, config: RunConfig, choices: Mapping[str, tuple[str, ...]]) -> Genes:
+    opt = spec.optimizer_template
+    if opt is not None:
+        name = type(opt).__name__.lower()
+        try:
+            lr = float(f"{float(np.asarray(opt.learning_rate)):.6g}")  # float32 noise off
+        except Exception:  # noqa: BLE001
+            lr = OPTIMIZER_DEFAULT_LR.get(name, 1e-3)
+    else:
+        name = (config.optimizer or "adam").lower()
+        if name not in OPTIMIZER_DEFAULT_LR:
+            raise ModelLoadError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZER_DEFAULT_LR)}")
+        lr = OPTIMIZER_DEFAULT_LR[name]
+    acts = []
+    by_path = dict(iter_layers(model))
+    for path in choices:
+        acts.append((path, _activation_name(by_path[path]) or "linear"))
+    return Genes(optimizer=name, learning_rate=lr, batch_size=config.batch_size or 32, activations=tuple(acts))
+
+
+# -- building members ---------------------------------------------------------------------------
+
+def make_optimizer(name: str, lr: float, template=None):
+    keras = _keras()
+    if template is not None and type(template).__name__.lower() == name:
+        cfg = template.get_config()
+        cfg["learning_rate"] = float(lr)
+        return type(template).from_config(cfg)
+    classes = {
+        "sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+        "rmsprop": keras.optimizers.RMSprop, "adadelta": keras.optimizers.Adadelta,
+        "nadam": keras.optimizers.Nadam, "adamax": keras.optimizers.Adamax,
+        "adagrad": keras.optimizers.Adagrad,
+    }
+    if name not in classes:
+        raise ModelLoadError(f"unknown optimizer {name!r}")
+    kwargs: dict[str, Any] = {"learning_rate": float(lr)}
+    if name == "sgd":
+        kwargs["momentum"] = 0.9
+    return classes[name](**kwargs)
+
+
+def _set_activations(config: dict[str, Any], changes: Mapping[str, str], prefix: str = "") -> None:
+    for entry in config.get("layers", []):
+        cfg = entry.get("config", {})
+        name = cfg.get("name") or entry.get("name")
+        path = f"{prefix}{name}"
+        if path in changes:
+            cfg["activation"] = changes[path]
+        if isinstance(cfg.get("layers"), list):
+            _set_activations(cfg, changes, prefix=path + "/")
+
+
+def rebuild(model, activations: Mapping[str, str]):
+    """A new model of the same topology with some activations changed; weights copied exactly."""
+    keras = _keras()
+    config = copy.deepcopy(model.get_config())
+    _set_activations(config, activations)
+    if isinstance(model, keras.Sequential):
+        new = keras.Sequential.from_config(config)
+    else:
+        new = type(model).from_config(config)
+    new.set_weights(model.get_weights())
+    return new
+
+
+def copy_optimizer_state(src, dst, model) -> bool:
+    """Copy optimizer ``src``'s variables (moments, iterations) into ``dst`` built for ``model``."""
+    if src is None or not getattr(src, "built", False):
+        return False
+    if not dst.built:
+        dst.build(model.trainable_variables)
+    s_vars, d_vars = src.variables, dst.variables
+    if len(s_vars) != len(d_vars) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(s_vars, d_vars)):
+        return False
+    for s, d in zip(s_vars, d_vars):
+        d.assign(s)
+    return True
+
+
+def build_member(parent, parent_genes: Genes, genes: Genes, spec: CompileSpec, spe: int, jit: bool | str):
+    """The parent's network with ``genes`` applied, compiled and ready to train.
+
+    Weights are copied exactly.  When the optimizer kind is unchanged its state (moments,
+    iteration count) is carried over exactly, then the learning rate is set.
+    """
+    changes = {p: a for p, a in genes.activations if parent_genes.activation_of(p) != a}
+    model = rebuild(parent, {p: a for p, a in genes.activations} if changes else {})
+    parent_opt = getattr(parent, "optimizer", None)
+    template = parent_opt if parent_opt is not None and type(parent_opt).__name__.lower() == genes.optimizer else spec.optimizer_template
+    opt = make_optimizer(genes.optimizer, genes.learning_rate, template)
+    if parent_opt is not None and type(parent_opt).__name__.lower() == genes.optimizer:
+        if copy_optimizer_state(parent_opt, opt, model):
+            opt.learning_rate = float(genes.learning_rate)
+    model.compile(optimizer=opt, loss=spec.loss, metrics=spec.metrics, steps_per_execution=spe, jit_compile=jit)
+    return model
+
+
+def recompile(model, spec: CompileSpec, spe: int, jit: bool | str) -> None:
+    """Compile again with other execution settings, keeping the optimizer and its state."""
+    model.compile(optimizer=model.optimizer, loss=spec.loss, metrics=spec.metrics,
+                  steps_per_execution=spe, jit_compile=jit)
+
+
+def average_weights(a, b) -> list[np.ndarray]:
+    return [(x + y) / 2.0 for x, y in zip(a.get_weights(), b.get_weights())]
+
+
+# -- saving ------------------------------------------------------------------------------------
+
+def save_model(model, path: str | Path) -> Path:
+    """Save as a ``.keras`` archive atomically: a hidden temporary name, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_archive_path(path)
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def export_model(src: str | Path, out: str | Path) -> Path:
+    """Write an archive as ``.keras`` or legacy ``.h5`` (chosen by ``out``'s suffix)."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".keras", ".h5"):
+        raise ModelLoadError(f"export: {out.name} must end in .keras or .h5")
+    model = load_model(src)
+    if suffix == ".keras":
+        save_model(model, out)
+    else:
+        tmp = out.with_name(f".{out.stem}.partial.h5")
+        model.save(tmp)
+        os.replace(tmp, out)
+    return out

@@ -1,0 +1,187 @@
+"""Training: one member or one phase at a time, at the hardware's pace, stoppable at any batch.
+
+Speed: inputs come from a cached ``tf.data`` pipeline (reshuffled every epoch), several batches run
+per compiled call (``steps_per_execution``) and XLA compiles the step where the model allows it.
+A model XLA cannot compile falls back to plain graph execution, once, and the run notes it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import RunConfig
+from .data import Dataset
+from .errors import Cancelled
+
+#: Upper bound of batches per compiled call when steps_per_execution is "auto".  The cancel token
+#: is checked between calls, so this also bounds the stop latency.
+AUTO_MAX_STEPS_PER_EXECUTION = 16
+
+
+class CancelToken:
+    """A thread-safe flag: set it from any thread; training stops at the next compiled call."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("the run was stopped")
+
+
+EpochCallback = Callable[[int, float, float | None, float], None]
+
+
+@dataclass
+class FitResult:
+    losses: list[float]
+    val_losses: list[float]
+    diverged: bool
+
+
+class Trainer:
+    """Trains models on one dataset with the run's execution settings."""
+
+    def __init__(self, data: Dataset, config: RunConfig, cancel: CancelToken, seed: int):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.data = data
+        self.config = config
+        self.cancel = cancel
+        self.seed = seed
+        self._shuffle_counter = 0
+        self._base = tf.data.Dataset.from_tensor_slices((data.x, data.y)).cache()
+        self._val = None
+        if data.has_validation:
+            self._val = (
+                tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val))
+                .batch(max(256, config.batch_size or 32)).cache().prefetch(tf.data.AUTOTUNE)
+            )
+        self.xla_failed = False
+        self.notes: list[str] = []
+
+    # -- execution settings ------------------------------------------------------------------
+    def steps_per_execution(self, batch_size: int) -> int:
+        steps = max(1, math.ceil(self.data.n_train / batch_size))
+        spe = self.config.steps_per_execution
+        if spe == "auto":
+            return max(1, min(AUTO_MAX_STEPS_PER_EXECUTION, steps))
+        return max(1, min(int(spe), steps))
+
+    def jit(self) -> bool | str:
+        if self.xla_failed:
+            return False
+        return self.config.jit_compile
+
+    def _train_dataset(self, batch_size: int):
+        tf = self._tf
+        self._shuffle_counter += 1
+        return (
+            self._base.shuffle(self.data.n_train, seed=self.seed * 100003 + self._shuffle_counter,
+                               reshuffle_each_iteration=True)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback, spec=None) -> FitResult:
+        """Train ``epochs`` epochs; call ``on_epoch(epoch, loss, val_loss, seconds)`` after each.
+
+        A loss that turns NaN/inf stops this fit at once (the remaining epochs count as NaN and
+        ``diverged`` is set).  A cancel raises :class:`Cancelled` within one compiled call.
+        """
+        if epochs <= 0:
+            return FitResult([], [], False)
+        self.cancel.raise_if_cancelled()
+        try:
+            return self._fit(model, batch_size, epochs, on_epoch)
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - XLA failures come in many types
+            if self.jit() is False or spec is None or not _looks_like_xla_error(exc):
+                raise
+            from .models import recompile
+
+            self.xla_failed = True
+            self.notes.append(f"XLA could not compile this model ({type(exc).__name__}); training without XLA")
+            recompile(model, spec, self.steps_per_execution(batch_size), False)
+            return self._fit(model, batch_size, epochs, on_epoch)
+
+    def _fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback) -> FitResult:
+        import keras
+
+        cancel = self.cancel
+        losses: list[float] = []
+        val_losses: list[float] = []
+        state = {"diverged": False, "t0": 0.0}
+
+        class _Recorder(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                state["t0"] = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                if cancel.cancelled:
+                    raise Cancelled("the run was stopped")
+                loss = (logs or {}).get("loss")
+                if loss is not None and not math.isfinite(float(loss)):
+                    state["diverged"] = True
+                    self.model.stop_training = True
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                loss = float(logs.get("loss", float("nan")))
+                val = logs.get("val_loss")
+                val = None if val is None else float(val)
+                if state["diverged"]:
+                    loss = float("nan")
+                    val = float("nan") if val is not None or self_has_val else None
+                losses.append(loss)
+                val_losses.append(val if val is not None else float("nan"))
+                on_epoch(epoch, loss, val, time.perf_counter() - state["t0"])
+
+        self_has_val = self._val is not None
+        model.fit(
+            self._train_dataset(batch_size),
+            epochs=epochs,
+            validation_data=self._val,
+            callbacks=[_Recorder()],
+            shuffle=False,  # the pipeline reshuffles every epoch
+            verbose=0,
+        )
+        diverged = state["diverged"]
+        while len(losses) < epochs and diverged:
+            losses.append(float("nan"))
+            val_losses.append(float("nan"))
+        if not self_has_val:
+            val_losses = []
+        return FitResult(losses, val_losses, diverged)
+
+    def evaluate(self, model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Loss and metrics on (x, y), as plain floats."""
+        out = model.evaluate(x, y, batch_size=max(256, self.config.batch_size or 32), verbose=0, return_dict=True)
+        return {k: float(v) for k, v in out.items()}
+
+    def validation_loss(self, model) -> float:
+        if self._val is None:
+            return float("nan")
+        out = model.evaluate(self._val, verbose=0, return_dict=True)
+        return float(out["loss"])
+
+
+def _looks_like_xla_error(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(s in text for s in ("xla", "jit", "compil", "unimplemented", "not supported", "invalidargument"))

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from miha_engine.testing import digits as load
+
+    return load()
+
+
+@pytest.fixture
+def small_digits(digits):
+    x, y, xt, yt = digits
+    return x[:400], y[:400], xt[:100], yt[:100]
+
+
+@pytest.fixture
+def ds(small_digits):
+    """400 training digits (10% become validation) and 100 test digits."""
+    from miha_engine import from_arrays
+
+    x, y, xt, yt = small_digits
+    return from_arrays(x, y, x_test=xt, y_test=yt)

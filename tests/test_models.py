@@ -1,0 +1,103 @@
+"""Mutations applied to real Keras models: weights exact, optimizer state carried, outputs valid."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from miha_engine import models as mdl
+from miha_engine.config import RunConfig
+from miha_engine.testing import dense_classifier, residual_classifier
+
+
+def _trained(model, x, y):
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    return model
+
+
+def test_rebuild_changes_activation_and_keeps_every_weight(small_digits):
+    x, y, _, _ = small_digits
+    model = _trained(dense_classifier(), x, y)
+    spec = mdl.compile_spec(model, RunConfig())
+    choices, _ = mdl.activation_choices(model, spec, RunConfig(), y)
+    genes = mdl.initial_genes(model, spec, RunConfig(), choices)
+    new_genes = genes.with_activation("hidden", "elu")
+    child = mdl.build_member(model, genes, new_genes, spec, 4, "auto")
+    assert child.get_layer("hidden").get_config()["activation"] == "elu"
+    assert len(child.get_weights()) == len(model.get_weights())
+    for a, b in zip(model.get_weights(), child.get_weights()):
+        assert a.shape == b.shape and np.array_equal(a, b)
+    assert child.count_params() == model.count_params()
+
+
+def test_optimizer_state_is_carried_exactly(small_digits):
+    x, y, _, _ = small_digits
+    model = _trained(dense_classifier(), x, y)
+    spec = mdl.compile_spec(model, RunConfig())
+    choices, _ = mdl.activation_choices(model, spec, RunConfig(), y)
+    genes = mdl.initial_genes(model, spec, RunConfig(), choices)
+    child = mdl.build_member(model, genes, genes.replace(learning_rate=5e-4), spec, 1, False)
+    src, dst = model.optimizer.variables, child.optimizer.variables
+    assert int(np.asarray(child.optimizer.iterations)) == int(np.asarray(model.optimizer.iterations)) > 0
+    moments = [i for i, v in enumerate(src) if "momentum" in v.name or "velocity" in v.name]
+    assert len(moments) == 2 * len(model.trainable_variables)
+    for i in moments:
+        assert src[i].name.endswith(dst[i].name) or dst[i].name.endswith(src[i].name)
+        assert np.abs(np.asarray(src[i])).sum() > 0
+        assert np.array_equal(np.asarray(src[i]), np.asarray(dst[i])), src[i].name
+    assert np.isclose(float(np.asarray(child.optimizer.learning_rate)), 5e-4)
+    # a switch to another optimizer starts a fresh state with the new rate
+    switched = mdl.build_member(model, genes, genes.replace(optimizer="sgd", learning_rate=0.01), spec, 1, False)
+    assert type(switched.optimizer).__name__ == "SGD"
+    for a, b in zip(model.get_weights(), switched.get_weights()):
+        assert np.array_equal(a, b)
+
+
+def test_output_activation_is_restricted_by_the_loss(small_digits):
+    x, y, _, _ = small_digits
+    model = dense_classifier()
+    spec = mdl.compile_spec(model, RunConfig())
+    choices, notes = mdl.activation_choices(model, spec, RunConfig(), y)
+    assert "out" not in choices and any("softmax kept" in n for n in notes)
+    assert "hidden" in choices
+
+
+def test_regression_output_may_take_activations_covering_the_targets():
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid", name="o")])
+    model.compile("adam", "mse")
+    spec = mdl.compile_spec(model, RunConfig())
+    choices, _ = mdl.activation_choices(model, spec, RunConfig(), np.linspace(0, 1, 10))
+    assert set(choices["o"]) >= {"sigmoid", "linear", "relu"} and "softmax" not in choices["o"]
+    choices, _ = mdl.activation_choices(model, spec, RunConfig(), np.linspace(-5, 5, 10))
+    assert "sigmoid" not in choices["o"] or choices["o"][0] == "sigmoid"
+    assert "relu" not in choices["o"]
+
+
+def test_functional_residual_nested_model_rebuilds(small_digits):
+    x, y, _, _ = small_digits
+    model = _trained(residual_classifier(), x, y)
+    spec = mdl.compile_spec(model, RunConfig())
+    choices, _ = mdl.activation_choices(model, spec, RunConfig(), y)
+    assert {"stem", "block/inner_a", "block/inner_b", "post"} <= set(choices)
+    genes = mdl.initial_genes(model, spec, RunConfig(), choices)
+    new = genes.with_activation("block/inner_a", "gelu").with_activation("post", "selu")
+    child = mdl.build_member(model, genes, new, spec, 2, "auto")
+    acts = {p: layer.get_config().get("activation") for p, layer in mdl.iter_layers(child)}
+    assert acts["block/inner_a"] == "gelu" and acts["post"] == "selu" and acts["stem"] == "relu"
+    for a, b in zip(model.get_weights(), child.get_weights()):
+        assert np.array_equal(a, b)
+    child.fit(x, y, epochs=1, verbose=0)
+
+
+def test_safe_save_load_round_trip(tmp_path, small_digits):
+    x, y, _, _ = small_digits
+    model = _trained(dense_classifier(), x, y)
+    path = mdl.save_model(model, tmp_path / "m.keras")
+    assert not list(tmp_path.glob(".*"))
+    loaded = mdl.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x[:5], verbose=0), model.predict(x[:5], verbose=0), rtol=1e-5)
+    info = mdl.summarize(loaded)
+    assert info.loss == "sparse_categorical_crossentropy" and info.optimizer == "adam"
+    assert [layer.path for layer in info.layers] == ["hidden", "out"]

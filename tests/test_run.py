@@ -1,0 +1,174 @@
+"""Whole runs of the engine on real tiny Keras models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import miha_engine as me
+from miha_engine import events as ev
+from miha_engine.runlog import read_events
+from miha_engine.state import replay
+from miha_engine.testing import dense_classifier, residual_classifier
+
+TINY = me.RunConfig(runup_epochs=1, candidate_epochs=2, fixing_epochs=1, cycles=2, population_size=3, seed=3)
+
+
+def _run(tmp_path, data, config=TINY, name="run", model=None, **kw):
+    collected: list[ev.Event] = []
+    res = me.run(model or dense_classifier(), data, config, run_dir=tmp_path / name,
+                 listeners=[collected.append], **kw)
+    return res, collected
+
+
+def test_run_writes_the_whole_folder_and_counts_epochs(tmp_path, ds):
+    res, events = _run(tmp_path, ds)
+    cfg, root = TINY, tmp_path / "run"
+    assert res.status == "finished"
+    # the lineage has 2m + c(n+k) epochs, contiguous
+    rows = me.RunFolder(root).read_history()
+    assert len(rows) == cfg.lineage_epochs == 2 * 1 + 2 * (2 + 1)
+    assert [r["step"] for r in rows] == list(range(1, cfg.lineage_epochs + 1))
+    assert [r["phase"] for r in rows] == ["runup", "member", "member", "fixing"] * 1 + ["member", "member", "fixing", "final"]
+    # compute spent: 2m + c(pop*n + k) epochs
+    epochs = [e for e in events if isinstance(e, ev.EpochEnded)]
+    assert len(epochs) == cfg.total_epochs == 2 + 2 * (3 * 2 + 1)
+    assert sum(e.phase == "member" for e in epochs) == 2 * 3 * 2
+    # archives
+    names = sorted(p.name for p in (root / "model").iterdir())
+    assert names == ["model_1.keras", "model_2.keras", "model_final.keras", "model_init.keras", "model_source.keras"]
+    assert sorted(p.name for p in (root / "population").iterdir()) == [f"{c}_{m}_model.keras" for c in (1, 2) for m in range(3)]
+    # population.json structure
+    pop = json.loads((root / "population.json").read_text())
+    assert set(pop) == {"1", "2"}
+    for cycle in pop.values():
+        members = {k: v for k, v in cycle.items() if not k.startswith("_")}
+        assert set(members) == {"0", "1", "2"}
+        assert sum(m["chosen"] for m in members.values()) == 1
+        for m in members.values():
+            assert set(m) == {"genes", "change", "losses", "val_losses", "fitness", "chosen"}
+            assert len(m["losses"]) == 2 and len(m["val_losses"]) == 2
+    info = json.loads((root / "run.json").read_text())
+    assert info["status"] == "finished" and info["seed"] == 3
+    assert "CPU" in info["device"] or "GPU" in info["device"]
+    assert info["test_metrics"]["final"]["accuracy"] > info["test_metrics"]["initial"]["accuracy"]
+    # every archive loads, and the final one predicts like the in-memory final model
+    final = me.load_model(root / "model" / "model_final.keras")
+    assert final.predict(ds.x_test[:3], verbose=0).shape == (3, 10)
+    # the journal replays to the same picture
+    st = replay(root)
+    assert len(st.main_steps) == cfg.lineage_epochs and len(st.branches) == 2 * 3
+    assert st.status == "finished" and len(st.fitness_points()) == 6
+
+
+def test_same_seed_gives_same_genes_and_changes(tmp_path, ds):
+    def changes(name):
+        _, events = _run(tmp_path, ds, name=name)
+        return [(e.cycle, e.member, e.change, json.dumps(e.genes, sort_keys=True))
+                for e in events if isinstance(e, ev.MemberStarted)]
+
+    assert changes("a") == changes("b")
+
+
+def test_control_member_and_crossover(tmp_path, ds):
+    cfg = TINY.replace(control_member=True, crossover=True, crossover_weights="average", population_size=3)
+    res, events = _run(tmp_path, ds, cfg)
+    started = [e for e in events if isinstance(e, ev.MemberStarted)]
+    assert all(e.change == "control: unchanged" for e in started if e.member == 0)
+    assert all(e.change != "control: unchanged" for e in started if e.member != 0)
+    decisions = [e.decision for e in events if isinstance(e, ev.CycleDone)]
+    assert len(decisions) == 2 and all(("crossover" in d) for d in decisions)
+    assert res.status == "finished"
+
+
+def test_functional_residual_model_runs(tmp_path, ds):
+    cfg = TINY.replace(cycles=1, search=me.SearchSpace(kinds=("activation",)))
+    res, events = _run(tmp_path, ds, cfg, model=residual_classifier())
+    assert res.status == "finished"
+    assert all("activation of" in e.change for e in events if isinstance(e, ev.MemberStarted))
+
+
+def test_cancel_stops_at_next_batch_and_resume_completes_exact_lineage(tmp_path, ds):
+    token = me.CancelToken()
+    seen = []
+
+    def stop_in_cycle_2(e):
+        seen.append(e)
+        if isinstance(e, ev.EpochEnded) and e.phase == "member" and e.cycle == 2 and e.member == 1:
+            token.cancel()
+
+    res = me.run(dense_classifier(), ds, TINY, run_dir=tmp_path / "r", listeners=[stop_in_cycle_2], cancel=token)
+    assert res.status == "cancelled"
+    root = tmp_path / "r"
+    assert json.loads((root / "run.json").read_text())["status"] == "cancelled"
+    assert not (root / "model" / "model_final.keras").exists()
+    # archives written so far load
+    me.load_model(root / "model" / "model_1.keras")
+    # no more member epochs after the cancel
+    last = [e for e in seen if isinstance(e, ev.EpochEnded)][-1]
+    assert (last.cycle, last.member) == (2, 1)
+    res2 = me.resume(root, data=ds)
+    assert res2.status == "finished"
+    rows = me.RunFolder(root).read_history()
+    assert [r["step"] for r in rows] == list(range(1, TINY.lineage_epochs + 1))
+    st = replay(root)
+    assert len(st.main_steps) == TINY.lineage_epochs and st.status == "finished"
+    assert sorted(st.branches) == [(c, m) for c in (1, 2) for m in range(3)]
+    with pytest.raises(me.RunFolderError, match="already finished"):
+        me.resume(root, data=ds)
+
+
+def test_diverging_members_score_worst_and_are_never_chosen(tmp_path, small_digits):
+    # SGD at a learning rate of 1e6 on a linear regression head overflows at once.
+    import keras
+
+    x, y, xt, yt = small_digits
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1, name="o")])
+    model.compile("adam", "mse")
+    space = me.SearchSpace(kinds=("optimizer",), optimizers=("sgd",), learning_rate_range=(1e6, 1e7))
+    cfg = TINY.replace(cycles=1, population_size=2, control_member=True, search=space)
+    res, events = _run(tmp_path, (x, y.astype("float32"), None, None, xt, yt.astype("float32")), cfg, model=model)
+    trained = [e for e in events if isinstance(e, ev.MemberTrained)]
+    assert trained[1].fitness == float("-inf") and np.isfinite(trained[0].fitness)
+    done = [e for e in events if isinstance(e, ev.CycleDone)][0]
+    assert done.winner == 0
+    assert any("NaN" in e.message for e in events if isinstance(e, ev.Note))
+    assert res.status == "finished"
+    pop = json.loads((tmp_path / "run" / "population.json").read_text())
+    assert pop["1"]["1"]["fitness"] is None and pop["1"]["0"]["chosen"] is True
+
+
+def test_drop_intermediate_keeps_final_and_logs(tmp_path, ds):
+    res, _ = _run(tmp_path, ds, TINY.replace(cycles=1, drop_intermediate=True))
+    root = tmp_path / "run"
+    assert [p.name for p in (root / "model").iterdir()] == ["model_final.keras"]
+    assert not list((root / "population").iterdir())
+    assert (root / "history.csv").exists() and (root / "population.json").exists()
+
+
+def test_bad_inputs_raise_typed_errors_before_training(tmp_path, small_digits):
+    x, y, _, _ = small_digits
+    with pytest.raises(me.DatasetError, match="labels in 'y' range"):
+        me.run(dense_classifier(), (x, y + 5), TINY, run_dir=tmp_path / "a")
+    with pytest.raises(me.DatasetError, match="expects"):
+        me.run(dense_classifier(), (x[:, :10], y), TINY, run_dir=tmp_path / "b")
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(me.DatasetError, match="NaN"):
+        me.run(dense_classifier(), (bad, y), TINY, run_dir=tmp_path / "c")
+    with pytest.raises(me.InputError, match="batch_size"):
+        me.run(dense_classifier(), (x, y), TINY.replace(batch_size=10_000), run_dir=tmp_path / "d")
+    import keras
+
+    raw = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+    with pytest.raises(me.ModelLoadError, match="--loss"):
+        me.run(raw, (x, y), TINY, run_dir=tmp_path / "e")
+    for name in "abcde":
+        assert not (tmp_path / name).exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(me.RunFolderError, match="is a file"):
+        me.run(dense_classifier(), (x, y), TINY, run_dir=tmp_path / "file")
+    assert len(list(read_events(tmp_path / "nothing.jsonl"))) == 0
