@@ -92,8 +92,13 @@ def load_model(path: str | Path, unsafe: bool = False, compile: bool = True):
     else:
         raise ModelLoadError(f"{path.name}: unknown model format {suffix or '(none)'}; give a .keras or .h5 file")
     keras = _keras()
+    import warnings
+
     try:
-        model = keras.saving.load_model(path, compile=compile, safe_mode=not unsafe)
+        with warnings.catch_warnings():
+            # An archive saved before training holds an unbuilt optimizer: Keras warns, harmlessly.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = keras.saving.load_model(path, compile=compile, safe_mode=not unsafe)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types; each becomes one message
         raise ModelLoadError(_explain_load_error(path, exc)) from exc
     if not isinstance(model, keras.Model):

@@ -1,0 +1,250 @@
+"""pyqtgraph views of a :class:`~miha_engine.state.RunState`.
+
+Each curve is created once and updated with ``setData``; the window calls ``refresh`` on a timer,
+so a burst of events costs one repaint.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+
+from miha_engine.state import RunState
+
+pg.setConfigOptions(antialias=True, background="w", foreground="#222")
+
+MAIN_PEN = pg.mkPen("#1f3b73", width=2.5)
+VAL_PEN = pg.mkPen("#d9480f", width=2, style=Qt.DashLine)
+BORDER_PEN = pg.mkPen("#9aa5b1", width=1, style=Qt.DotLine)
+
+
+def member_color(member: int, alpha: int = 200) -> QColor:
+    c = pg.intColor(member, hues=9, values=1, maxValue=210)
+    c.setAlpha(alpha)
+    return c
+
+
+def _nanfree(values) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+class _Base(pg.PlotWidget):
+    def __init__(self, title: str, xlabel: str, ylabel: str):
+        super().__init__()
+        self.setTitle(title, size="11pt")
+        self.setLabel("bottom", xlabel)
+        self.setLabel("left", ylabel)
+        self.showGrid(x=True, y=True, alpha=0.25)
+        self.setMinimumHeight(180)
+        self.addLegend(offset=(-10, 10), labelTextSize="9pt")
+
+    def export(self, path: str | Path) -> Path:
+        """PNG, SVG or CSV by suffix, through pyqtgraph's own exporters."""
+        import pyqtgraph.exporters as ex
+
+        path = Path(path)
+        kind = {".png": ex.ImageExporter, ".svg": ex.SVGExporter, ".csv": ex.CSVExporter}[path.suffix.lower()]
+        exporter = kind(self.plotItem)
+        if path.suffix.lower() == ".png":
+            exporter.parameters()["width"] = max(800, int(self.width() * 2))
+        exporter.export(str(path))
+        return path
+
+
+class LossPlot(_Base):
+    """The main line's training and validation loss, the cycle borders, and each member's branch."""
+
+    def __init__(self):
+        super().__init__("Loss of the main line and of each population member", "epoch of the lineage", "loss")
+        self.setLogMode(y=True)
+        self.main = self.plot([], [], pen=MAIN_PEN, name="main line: training loss")
+        self.val = self.plot([], [], pen=VAL_PEN, name="main line: validation loss")
+        self.branches: dict[tuple[int, int], pg.PlotDataItem] = {}
+        self.borders: list[pg.InfiniteLine] = []
+        for item in (self.main, self.val):
+            item.setClipToView(True)
+            item.setDownsampling(auto=True, method="peak")
+
+    def clear_run(self) -> None:
+        for item in self.branches.values():
+            self.removeItem(item)
+        for line in self.borders:
+            self.removeItem(line)
+        self.branches.clear()
+        self.borders.clear()
+        self.main.setData([], [])
+        self.val.setData([], [])
+
+    def _main_value_at(self, st: RunState, step: int, use_val: bool) -> float:
+        if step <= 0 or step > len(st.main_steps):
+            return math.nan
+        idx = st.main_steps.index(step) if step in st.main_steps else step - 1
+        arr = st.main_val_losses if use_val else st.main_losses
+        return arr[idx] if idx < len(arr) else math.nan
+
+    def refresh(self, st: RunState) -> None:
+        self.main.setData(np.array(st.main_steps, float), _positive(st.main_losses))
+        has_val = any(v == v for v in st.main_val_losses)
+        self.val.setData(np.array(st.main_steps, float) if has_val else [], _positive(st.main_val_losses) if has_val else [])
+        while len(self.borders) < len(st.cycle_borders):
+            line = pg.InfiniteLine(angle=90, movable=False, pen=BORDER_PEN)
+            self.addItem(line)
+            self.borders.append(line)
+        for line, step in zip(self.borders, st.cycle_borders):
+            line.setValue(step + 0.5)
+        for key, b in st.branches.items():
+            item = self.branches.get(key)
+            if item is None:
+                item = self.plot([], [], pen=pg.mkPen(member_color(b.member, 150), width=1.3))
+                item.setToolTip(f"cycle {b.cycle}, member {b.member}: {b.change}")
+                self.branches[key] = item
+            use_val = has_val and any(v == v for v in b.val_losses)
+            ys = b.val_losses if use_val else b.losses
+            start = self._main_value_at(st, b.branch_step, use_val)
+            xs = [b.branch_step, *b.steps] if start == start else list(b.steps)
+            ys = [start, *ys] if start == start else list(ys)
+            item.setData(np.array(xs, float), _positive(ys))
+            winner = st.winners.get(b.cycle) == b.member
+            item.setPen(pg.mkPen(member_color(b.member, 255 if winner else 140), width=3.2 if winner else 1.2))
+            item.setZValue(5 if winner else 1)
+        for key in [k for k in self.branches if k not in st.branches]:
+            self.removeItem(self.branches.pop(key))
+
+    def main_point_count(self) -> int:
+        x, _ = self.main.getData()
+        return 0 if x is None else len(x)
+
+
+def _positive(values) -> np.ndarray:
+    arr = _nanfree(values)
+    arr[~np.isfinite(arr)] = np.nan
+    arr[arr <= 0] = np.nan
+    return arr
+
+
+class FitnessPlot(_Base):
+    """Every member's fitness per cycle; the winner is a star.  Hover a point for its mutation."""
+
+    def __init__(self):
+        super().__init__("Fitness per cycle (★ = chosen)", "cycle", "fitness (higher is better)")
+        self.plotItem.legend.hide()
+        self.scatter = pg.ScatterPlotItem(size=11, hoverable=True, hoverSize=15, tip=self._tip)
+        self.addItem(self.scatter)
+        self.best = self.plot([], [], pen=pg.mkPen("#2b8a3e", width=2))
+        self.getAxis("bottom").setTickSpacing(1, 1)
+
+    @staticmethod
+    def _tip(x, y, data):
+        return str(data)
+
+    def clear_run(self) -> None:
+        self.scatter.setData([])
+        self.best.setData([], [])
+
+    def refresh(self, st: RunState) -> None:
+        spots = []
+        pop = max(1, int(st.config.get("population_size", 1) or 1))
+        wx, wy = [], []
+        for cycle, member, fit, winner in sorted(st.fitness_points()):
+            b = st.branches[(cycle, member)]
+            jitter = (member - (pop - 1) / 2) * min(0.06, 0.5 / pop)
+            spots.append({
+                "pos": (cycle + jitter, fit),
+                "brush": pg.mkBrush(member_color(member, 230)),
+                "pen": pg.mkPen("#000" if winner else "#ffffff", width=1.5 if winner else 0.5),
+                "symbol": "star" if winner else "o",
+                "size": 18 if winner else 10,
+                "data": f"cycle {cycle}, member {member}{' (chosen)' if winner else ''}\n{b.change}\nfitness {fit:.4g}",
+            })
+            if winner:
+                wx.append(cycle + jitter)
+                wy.append(fit)
+        self.scatter.setData(spots)
+        self.best.setData(wx, wy)
+        cycles = int(st.config.get("cycles", 0) or 0)
+        if cycles:
+            self.setXRange(0.5, cycles + 0.5, padding=0)
+
+    def point_count(self) -> int:
+        return len(self.scatter.data)
+
+
+class GenesPlot(pg.GraphicsLayoutWidget):
+    """The genes along the lineage: learning rate (log) above, batch size below, x-linked; each
+    change of optimizer or activations is labelled where it happens."""
+
+    def __init__(self):
+        super().__init__()
+        self.setMinimumHeight(180)
+        self.lr_plot = self.addPlot(row=0, col=0, title="Hyperparameters along the lineage")
+        self.lr_plot.setLabel("left", "learning rate")
+        self.lr_plot.setLogMode(y=True)
+        self.lr_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.lr_plot.hideAxis("bottom")
+        self.bs_plot = self.addPlot(row=1, col=0)
+        self.bs_plot.setLabel("left", "batch size")
+        self.bs_plot.setLabel("bottom", "epoch of the lineage")
+        self.bs_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.bs_plot.setXLink(self.lr_plot)
+        self.ci.layout.setRowStretchFactor(0, 3)
+        self.ci.layout.setRowStretchFactor(1, 2)
+        for plot in (self.lr_plot, self.bs_plot):
+            plot.getAxis("left").setWidth(64)
+        self.lr = self.lr_plot.plot([], [], pen=pg.mkPen("#5f3dc4", width=2))
+        self.bs = self.bs_plot.plot([], [], pen=pg.mkPen("#e67700", width=2))
+        self.labels: list[pg.TextItem] = []
+        self.plotItem = self.lr_plot  # for the CSV exporter
+
+    def clear_run(self) -> None:
+        self.lr.setData([], [])
+        self.bs.setData([], [])
+        for t in self.labels:
+            self.lr_plot.removeItem(t)
+        self.labels.clear()
+
+    def export(self, path: str | Path) -> Path:
+        import pyqtgraph.exporters as ex
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            ex.CSVExporter(self.lr_plot).export(str(path))
+            with open(path, "a", encoding="utf-8") as fh:
+                x, y = self.bs.getData()
+                fh.write("\nstep,batch_size\n")
+                for a, b in zip([] if x is None else x, [] if y is None else y):
+                    fh.write(f"{a},{b}\n")
+        elif suffix == ".svg":
+            ex.SVGExporter(self.scene()).export(str(path))
+        else:
+            e = ex.ImageExporter(self.scene())
+            e.parameters()["width"] = max(800, int(self.width() * 2))
+            e.export(str(path))
+        return path
+
+    def refresh(self, st: RunState) -> None:
+        steps = np.array(st.main_steps, float)
+        genes = st.main_genes
+        lr = np.array([g.get("learning_rate", np.nan) for g in genes], float)
+        bs = np.array([g.get("batch_size", np.nan) for g in genes], float)
+        self.lr.setData(steps, lr, stepMode=None)
+        self.bs.setData(steps, bs)
+        for t in self.labels:
+            self.lr_plot.removeItem(t)
+        self.labels.clear()
+        prev = None
+        for s, g in zip(st.main_steps, genes):
+            acts = "/".join(str(a) for a in (g.get("activations") or {}).values())
+            text = g.get("optimizer", "") + (f" · {acts}" if acts else "")
+            lr_value = g.get("learning_rate", math.nan)
+            if text != prev and lr_value and math.isfinite(lr_value) and lr_value > 0:
+                item = pg.TextItem(text, color="#333", anchor=(0, 1.1))
+                item.setPos(s, math.log10(lr_value))
+                self.lr_plot.addItem(item)
+                self.labels.append(item)
+                prev = text

@@ -1,0 +1,418 @@
+"""The run set-up panel: model and dataset loaders, m/n/k/c/pop_size, the search space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from miha_engine.config import GENE_KINDS, HIDDEN_ACTIVATIONS, OPTIMIZER_DEFAULT_LR, RunConfig, SearchSpace
+from miha_engine.data import Dataset, load_dataset, validate
+from miha_engine.errors import InputError
+
+PARAMS = (
+    # key, label, tip, low, high, default
+    ("runup_epochs", "m  run-up epochs", "epochs before the first cycle, and again after the last", 0, 50, 3),
+    ("candidate_epochs", "n  member epochs", "epochs each population member trains", 1, 20, 1),
+    ("fixing_epochs", "k  fixing epochs", "epochs the chosen member trains after each cycle", 0, 20, 1),
+    ("cycles", "c  cycles", "number of population cycles", 0, 50, 4),
+    ("population_size", "pop_size", "members per population", 1, 20, 4),
+)
+
+KIND_LABELS = {"optimizer": "Optimizer", "activation": "Activations", "batch_size": "Batch size",
+               "learning_rate": "Learning rate"}
+
+
+class SliderSpin(QWidget):
+    """A slider and a spin box showing one integer."""
+
+    valueChanged = Signal(int)
+
+    def __init__(self, low: int, high: int, value: int, tip: str):
+        super().__init__()
+        self.slider = QSlider(Qt.Horizontal)
+        self.spin = QSpinBox()
+        for w in (self.slider, self.spin):
+            w.setRange(low, high)
+            w.setValue(value)
+            w.setToolTip(tip)
+        self.spin.setMinimumWidth(56)
+        self.slider.valueChanged.connect(self.spin.setValue)
+        self.spin.valueChanged.connect(self.slider.setValue)
+        self.spin.valueChanged.connect(self.valueChanged)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.slider, 1)
+        lay.addWidget(self.spin)
+
+    def value(self) -> int:
+        return self.spin.value()
+
+    def setValue(self, v: int) -> None:
+        self.spin.setValue(v)
+
+
+class SetupPanel(QWidget):
+    """Everything a run needs, as widgets.  ``config()`` reads them into a RunConfig."""
+
+    changed = Signal()
+    error = Signal(str)
+
+    def __init__(self):
+        super().__init__()
+        self.model_path: Path | None = None
+        self.data_path: Path | None = None
+        self.model_info = None
+        self.dataset: Dataset | None = None
+        self.seconds_per_sample: float | None = None  # learnt from runs
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+
+        # -- model and data ----------------------------------------------------------------
+        files = QGroupBox("Model and data")
+        fl = QGridLayout(files)
+        self.model_edit = QLineEdit()
+        self.model_edit.setReadOnly(True)
+        self.model_edit.setPlaceholderText("a saved Keras model (.keras, .h5)")
+        self.model_btn = QPushButton("Open…")
+        self.model_btn.clicked.connect(self._browse_model)
+        self.model_summary = QLabel("No model loaded.")
+        self.model_summary.setWordWrap(True)
+        self.model_summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.model_summary.setStyleSheet("color:#444; font-size:8pt")
+        self.data_edit = QLineEdit()
+        self.data_edit.setReadOnly(True)
+        self.data_edit.setPlaceholderText("a dataset (.npz, .h5, .csv)")
+        self.data_btn = QPushButton("Open…")
+        self.data_btn.clicked.connect(self._browse_data)
+        self.data_summary = QLabel("No dataset loaded.")
+        self.data_summary.setWordWrap(True)
+        self.data_summary.setStyleSheet("color:#444; font-size:9pt")
+        self.mismatch = QLabel("")
+        self.mismatch.setWordWrap(True)
+        self.mismatch.setStyleSheet("color:#c92a2a; font-weight:600")
+        self.mismatch.hide()
+        self.unsafe = QCheckBox("Allow unsafe model code (trusted files only)")
+        self.unsafe.setToolTip("Keras' safe mode refuses to run code stored in a model file. Turn this on only for files you trust.")
+        fl.addWidget(QLabel("Model"), 0, 0)
+        fl.addWidget(self.model_edit, 0, 1)
+        fl.addWidget(self.model_btn, 0, 2)
+        fl.addWidget(self.model_summary, 1, 0, 1, 3)
+        fl.addWidget(QLabel("Dataset"), 2, 0)
+        fl.addWidget(self.data_edit, 2, 1)
+        fl.addWidget(self.data_btn, 2, 2)
+        fl.addWidget(self.data_summary, 3, 0, 1, 3)
+        fl.addWidget(self.mismatch, 4, 0, 1, 3)
+        fl.addWidget(self.unsafe, 5, 0, 1, 3)
+        outer.addWidget(files)
+
+        # -- schedule ----------------------------------------------------------------------
+        sched = QGroupBox("Schedule")
+        form = QFormLayout(sched)
+        form.setLabelAlignment(Qt.AlignLeft)
+        self.params: dict[str, SliderSpin] = {}
+        for key, label, tip, lo, hi, default in PARAMS:
+            w = SliderSpin(lo, hi, default, tip)
+            w.valueChanged.connect(self._update_totals)
+            self.params[key] = w
+            lab = QLabel(label)
+            lab.setToolTip(tip)
+            form.addRow(lab, w)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 65536)
+        self.batch.setValue(32)
+        self.batch.setToolTip("initial batch size")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("the same seed gives the same mutations")
+        row = QHBoxLayout()
+        row.addWidget(QLabel("batch"))
+        row.addWidget(self.batch)
+        row.addSpacing(12)
+        row.addWidget(QLabel("seed"))
+        row.addWidget(self.seed)
+        row.addStretch(1)
+        form.addRow(row)
+        self.total_label = QLabel()
+        self.total_label.setWordWrap(True)
+        self.total_label.setStyleSheet("font-weight:600")
+        form.addRow(self.total_label)
+        outer.addWidget(sched)
+
+        # -- search space ------------------------------------------------------------------
+        search = QGroupBox("Search space")
+        sl = QVBoxLayout(search)
+        kinds_row = QGridLayout()
+        kinds_row.addWidget(QLabel("Mutate:"), 0, 0)
+        self.kind_boxes: dict[str, QCheckBox] = {}
+        for i, kind in enumerate(GENE_KINDS):
+            box = QCheckBox(KIND_LABELS[kind])
+            box.setChecked(True)
+            box.toggled.connect(self._update_enabled)
+            self.kind_boxes[kind] = box
+            kinds_row.addWidget(box, i // 2, 1 + i % 2)
+        sl.addLayout(kinds_row)
+        self.opt_group = QGroupBox("Optimizers")
+        og = QGridLayout(self.opt_group)
+        self.opt_boxes: dict[str, QCheckBox] = {}
+        defaults = set(SearchSpace().optimizers)
+        for i, name in enumerate(OPTIMIZER_DEFAULT_LR):
+            box = QCheckBox(name)
+            box.setChecked(name in defaults)
+            self.opt_boxes[name] = box
+            og.addWidget(box, i // 4, i % 4)
+        sl.addWidget(self.opt_group)
+        self.act_group = QGroupBox("Hidden-layer activations")
+        ag = QGridLayout(self.act_group)
+        self.act_boxes: dict[str, QCheckBox] = {}
+        for i, name in enumerate(HIDDEN_ACTIVATIONS):
+            box = QCheckBox(name)
+            box.setChecked(True)
+            self.act_boxes[name] = box
+            ag.addWidget(box, i // 4, i % 4)
+        sl.addWidget(self.act_group)
+        ranges = QFormLayout()
+        self.bs_lo, self.bs_hi = QSpinBox(), QSpinBox()
+        for w, v in ((self.bs_lo, 16), (self.bs_hi, 256)):
+            w.setRange(1, 65536)
+            w.setValue(v)
+        r1 = QHBoxLayout()
+        r1.addWidget(self.bs_lo)
+        r1.addWidget(QLabel("to"))
+        r1.addWidget(self.bs_hi)
+        r1.addStretch(1)
+        ranges.addRow("Batch-size range", r1)
+        self.lr_lo, self.lr_hi = QDoubleSpinBox(), QDoubleSpinBox()
+        for w, v in ((self.lr_lo, 1e-5), (self.lr_hi, 1.0)):
+            w.setDecimals(6)
+            w.setRange(1e-6, 10.0)
+            w.setSingleStep(1e-4)
+            w.setValue(v)
+        r2 = QHBoxLayout()
+        r2.addWidget(self.lr_lo)
+        r2.addWidget(QLabel("to"))
+        r2.addWidget(self.lr_hi)
+        r2.addStretch(1)
+        ranges.addRow("Learning-rate range", r2)
+        sl.addLayout(ranges)
+        sel = QHBoxLayout()
+        sel.addWidget(QLabel("Keep:"))
+        self.selection_radio = QRadioButton("Selection")
+        self.selection_radio.setToolTip("Keep the fittest member")
+        self.crossover_radio = QRadioButton("Crossover")
+        self.crossover_radio.setToolTip("Combine the two fittest members' mutations; kept only if it does at least as well as the fitter parent")
+        self.selection_radio.setChecked(True)
+        sel.addWidget(self.selection_radio)
+        sel.addWidget(self.crossover_radio)
+        sl.addLayout(sel)
+        self.control = QCheckBox("Control member (member 0 keeps the genes)")
+        self.control.setToolTip("Member 0 of each population is trained without any mutation, as a control")
+        sl.addWidget(self.control)
+        outer.addWidget(search)
+
+        # -- output ------------------------------------------------------------------------
+        out = QGroupBox("Run folder")
+        ol = QGridLayout(out)
+        self.run_dir = QLineEdit(str(Path.cwd() / "runs"))
+        self.run_dir.setToolTip("each run gets its own sub-folder miha-<date>-<time> here")
+        self.run_dir_btn = QPushButton("Browse…")
+        self.run_dir_btn.clicked.connect(self._browse_run_dir)
+        self.keep = QCheckBox("Keep the intermediate models")
+        self.keep.setToolTip("Unchecked: at the end only model_final.keras and the logs stay in the run folder")
+        self.keep.setChecked(True)
+        ol.addWidget(self.run_dir, 0, 0)
+        ol.addWidget(self.run_dir_btn, 0, 1)
+        ol.addWidget(self.keep, 1, 0, 1, 2)
+        outer.addWidget(out)
+        outer.addStretch(1)
+        self._update_enabled()
+        self._update_totals()
+
+    # -- file loading -------------------------------------------------------------------------
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a Keras model", str(self._start_dir()), "Keras models (*.keras *.h5 *.hdf5);;All files (*)")
+        if path:
+            self.load_model(path)
+
+    def _browse_data(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a dataset", str(self._start_dir()), "Datasets (*.npz *.h5 *.hdf5 *.csv);;All files (*)")
+        if path:
+            self.load_data(path)
+
+    def _browse_run_dir(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder for runs", self.run_dir.text())
+        if path:
+            self.run_dir.setText(path)
+
+    def _start_dir(self) -> Path:
+        return (self.model_path or self.data_path or Path.cwd()).parent if (self.model_path or self.data_path) else Path.cwd()
+
+    @Slot(str)
+    def load_model(self, path: str | Path) -> bool:
+        """Load and summarise a model; on failure show why and keep the previous one."""
+        from PySide6.QtGui import QGuiApplication
+
+        from miha_engine.models import load_model, summarize
+
+        QGuiApplication.setOverrideCursor(Qt.WaitCursor)
+        try:
+            model = load_model(path, unsafe=self.unsafe.isChecked())
+            info = summarize(model)
+        except InputError as exc:
+            self.error.emit(str(exc))
+            return False
+        finally:
+            QGuiApplication.restoreOverrideCursor()
+        self.model_path, self.model_info = Path(path), info
+        self.model_edit.setText(str(path))
+        rows = "".join(
+            f"<tr><td>{layer.path}</td><td>{layer.class_name}</td><td>{layer.activation or ''}</td>"
+            f"<td align='right'>{layer.params:,}</td><td>{layer.output_shape}</td></tr>" for layer in info.layers)
+        self.model_summary.setText(
+            f"<b>{info.name}</b>: {info.params:,} parameters, input {info.input_shape}, output {info.output_shape}<br>"
+            f"loss <b>{info.loss or '— (not compiled)'}</b>, optimizer <b>{info.optimizer or '—'}</b>"
+            + (f" lr {info.learning_rate:.3g}" if info.learning_rate else "")
+            + f"<table cellspacing='4'><tr><th align='left'>layer</th><th align='left'>type</th><th align='left'>activation</th>"
+            f"<th align='right'>params</th><th align='left'>output</th></tr>{rows}</table>")
+        self._check_match()
+        self._update_totals()
+        self.changed.emit()
+        return True
+
+    @Slot(str)
+    def load_data(self, path: str | Path) -> bool:
+        try:
+            ds = load_dataset(path)
+        except InputError as exc:
+            self.error.emit(str(exc))
+            return False
+        self.data_path, self.dataset = Path(path), ds
+        self.data_edit.setText(str(path))
+        y = ds.y
+        if y.dtype.kind in "iu" or (y.ndim == 1 and y.size and (y == y.astype(int)).all() and len(set(y.tolist())) <= 100):
+            kind = f"classification, {len(set(y.reshape(-1).tolist()))} classes"
+        else:
+            kind = "regression"
+        val = f"{len(ds.x_val)} given" if ds.has_validation else "10% of training, held out"
+        test = f"{len(ds.x_test)}" if ds.has_test else "none"
+        self.data_summary.setText(
+            f"{ds.n_train:,} samples of shape {tuple(ds.x.shape[1:])}; targets {tuple(ds.y.shape[1:]) or 'scalar'} ({kind})<br>"
+            f"validation: {val}; test: {test}")
+        self._check_match()
+        self._update_totals()
+        self.changed.emit()
+        return True
+
+    def _check_match(self) -> None:
+        self.mismatch.hide()
+        if self.model_info is None or self.dataset is None:
+            return
+        from miha_engine.models import task_from_loss
+
+        task = task_from_loss(self.model_info.loss) if self.model_info.loss else "regression"
+        try:
+            validate(self.dataset, self.model_info.input_shape, self.model_info.output_shape, task)
+        except InputError as exc:
+            self.mismatch.setText(f"The dataset does not fit the model: {exc}")
+            self.mismatch.show()
+
+    def mismatch_text(self) -> str:
+        return self.mismatch.text() if not self.mismatch.isHidden() else ""
+
+    # -- totals ------------------------------------------------------------------------------
+    def _update_enabled(self) -> None:
+        self.opt_group.setEnabled(self.kind_boxes["optimizer"].isChecked())
+        self.act_group.setEnabled(self.kind_boxes["activation"].isChecked())
+        for w in (self.bs_lo, self.bs_hi):
+            w.setEnabled(self.kind_boxes["batch_size"].isChecked())
+        for w in (self.lr_lo, self.lr_hi):
+            w.setEnabled(self.kind_boxes["learning_rate"].isChecked())
+        self.changed.emit()
+
+    def _update_totals(self) -> None:
+        v = {k: w.value() for k, w in self.params.items()}
+        m, n, k, c, p = (v["runup_epochs"], v["candidate_epochs"], v["fixing_epochs"], v["cycles"], v["population_size"])
+        total = 2 * m + c * (p * n + k)
+        lineage = 2 * m + c * (n + k)
+        text = f"Total: 2m + c·(pop·n + k) = {total} epochs; the final model's lineage: {lineage}"
+        est = self.estimate_seconds(total)
+        if est is not None:
+            text += f"<br>Estimated time: {format_duration(est)}"
+        self.total_label.setText(text)
+        self.changed.emit()
+
+    def estimate_seconds(self, epochs: int) -> float | None:
+        """Epochs × samples × seconds per sample, measured by the last run, else a FLOP guess."""
+        if self.dataset is None or self.model_info is None:
+            return None
+        samples = self.dataset.n_train * (0.9 if not self.dataset.has_validation else 1.0)
+        per = self.seconds_per_sample
+        if per is None:
+            per = 6.0 * self.model_info.params / 3e10 + 2e-5  # ~30 GFLOP/s effective, plus overhead
+        return epochs * samples * per + 0.3 * epochs
+
+    # -- configuration -----------------------------------------------------------------------
+    def config(self) -> RunConfig:
+        kinds = tuple(k for k, b in self.kind_boxes.items() if b.isChecked())
+        space = SearchSpace(
+            kinds=kinds,
+            optimizers=tuple(n for n, b in self.opt_boxes.items() if b.isChecked()),
+            hidden_activations=tuple(n for n, b in self.act_boxes.items() if b.isChecked()),
+            batch_size_range=(self.bs_lo.value(), self.bs_hi.value()),
+            learning_rate_range=(self.lr_lo.value(), self.lr_hi.value()),
+        )
+        return RunConfig(
+            **{k: w.value() for k, w in self.params.items()},
+            batch_size=self.batch.value(),
+            seed=self.seed.value(),
+            search=space,
+            crossover=self.crossover_radio.isChecked(),
+            control_member=self.control.isChecked(),
+            drop_intermediate=not self.keep.isChecked(),
+        )
+
+    def apply_config(self, cfg: RunConfig) -> None:
+        for k, w in self.params.items():
+            w.setValue(int(getattr(cfg, k)))
+        self.batch.setValue(cfg.batch_size or 32)
+        self.seed.setValue(cfg.seed)
+        for k, b in self.kind_boxes.items():
+            b.setChecked(k in cfg.search.kinds)
+        for n, b in self.opt_boxes.items():
+            b.setChecked(n in cfg.search.optimizers)
+        for n, b in self.act_boxes.items():
+            b.setChecked(n in cfg.search.hidden_activations)
+        self.bs_lo.setValue(cfg.search.batch_size_range[0])
+        self.bs_hi.setValue(cfg.search.batch_size_range[1])
+        self.lr_lo.setValue(cfg.search.learning_rate_range[0])
+        self.lr_hi.setValue(cfg.search.learning_rate_range[1])
+        (self.crossover_radio if cfg.crossover else self.selection_radio).setChecked(True)
+        self.control.setChecked(cfg.control_member)
+        self.keep.setChecked(not cfg.drop_intermediate)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"

@@ -1,0 +1,206 @@
+"""The population table and the run-folder browser."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from PySide6.QtCore import QDir, QModelIndex, Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QFileSystemModel,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from miha_engine.state import RunState
+
+COLUMNS = ("member", "change", "losses", "fitness", "chosen")
+
+
+class PopulationTable(QWidget):
+    """One cycle's members: what changed, their losses, their fitness, which one was chosen."""
+
+    def __init__(self):
+        super().__init__()
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Population of cycle"))
+        self.cycle = QSpinBox()
+        self.cycle.setRange(0, 0)
+        self.cycle.setEnabled(False)
+        self.follow = True
+        self.cycle.valueChanged.connect(self._on_cycle_picked)
+        top.addWidget(self.cycle)
+        self.decision = QLabel("")
+        self.decision.setStyleSheet("color:#2b8a3e")
+        top.addWidget(self.decision, 1)
+        lay.addLayout(top)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels([c.capitalize() for c in COLUMNS])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectRows)
+        h = self.table.horizontalHeader()
+        h.setSectionResizeMode(1, QHeaderView.Stretch)
+        for i in (0, 2, 3, 4):
+            h.setSectionResizeMode(i, QHeaderView.ResizeToContents)
+        lay.addWidget(self.table)
+        self._state: RunState | None = None
+
+    def _on_cycle_picked(self, value: int) -> None:
+        if self._state is not None:
+            cycles = self._state.cycles()
+            self.follow = bool(cycles) and value == cycles[-1]
+            self._fill(self._state, value)
+
+    def refresh(self, st: RunState) -> None:
+        self._state = st
+        cycles = st.cycles()
+        if not cycles:
+            self.cycle.setEnabled(False)
+            self.table.setRowCount(0)
+            self.decision.setText("")
+            return
+        self.cycle.setEnabled(True)
+        self.cycle.blockSignals(True)
+        self.cycle.setRange(cycles[0], cycles[-1])
+        if self.follow:
+            self.cycle.setValue(cycles[-1])
+        self.cycle.blockSignals(False)
+        self._fill(st, self.cycle.value())
+
+    def _fill(self, st: RunState, cycle: int) -> None:
+        members = st.members(cycle)
+        self.table.setRowCount(len(members))
+        winner = st.winners.get(cycle)
+        for row, b in enumerate(members):
+            curve = b.val_losses if any(v == v for v in b.val_losses) else b.losses
+            values = [
+                str(b.member),
+                b.change,
+                " → ".join(f"{v:.4g}" for v in curve),
+                "diverged" if b.trained and b.fitness is None else ("" if b.fitness is None else f"{b.fitness:.4g}"),
+                "★ chosen" if winner == b.member else "",
+            ]
+            for col, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                item.setToolTip(text)
+                if winner == b.member:
+                    item.setBackground(QBrush(QColor("#e6fcf5")))
+                self.table.setItem(row, col, item)
+        self.decision.setText(st.decisions.get(cycle, "training…" if members else ""))
+
+
+_MEMBER = re.compile(r"^(\d+)_(\d+)_model\.keras$")
+_MAIN = re.compile(r"^model_(\w+)\.keras$")
+
+
+def describe_archive(name: str, st: RunState | None) -> str:
+    """A sentence saying what an archive of the run folder is."""
+    if st is not None and name in st.archives:
+        return f"{name}: {st.archives[name]}"
+    m = _MEMBER.match(name)
+    if m:
+        c, i = int(m.group(1)), int(m.group(2))
+        change = st.branches[(c, i)].change if st is not None and (c, i) in st.branches else ""
+        return f"{name}: cycle {c}, member {i}" + (f", {change}" if change else "")
+    m = _MAIN.match(name)
+    if m:
+        which = m.group(1)
+        text = {"init": "main model after the run-up", "final": "final model",
+                "source": "the model as given, before training"}.get(which, f"main model after cycle {which}")
+        return f"{name}: {text}"
+    return {"run.json": "run.json: configuration, status, timings, test metrics",
+            "events.jsonl": "events.jsonl: the journal of every event (replayable)",
+            "history.csv": "history.csv: the final model's lineage, one row per epoch",
+            "population.json": "population.json: every member of every cycle",
+            "state.json": "state.json: the checkpoint 'miha resume' continues from"}.get(name, name)
+
+
+class _RunFiles(QFileSystemModel):
+    def __init__(self, browser: RunBrowser):
+        super().__init__()
+        self._browser = browser
+
+    def data(self, index: QModelIndex, role: int = Qt.DisplayRole):
+        if role == Qt.ToolTipRole and index.column() == 0:
+            return describe_archive(self.fileName(index), self._browser.state)
+        return super().data(index, role)
+
+
+class RunBrowser(QTreeView):
+    """The run folder's files, updating as archives appear.  Double-click shows a model."""
+
+    modelActivated = Signal(str)
+    exportRequested = Signal(str)
+
+    def __init__(self):
+        super().__init__()
+        self.state: RunState | None = None
+        self.fs = _RunFiles(self)
+        self.fs.setFilter(QDir.AllDirs | QDir.Files | QDir.NoDotAndDotDot)  # hidden temporaries stay hidden
+        self.fs.setNameFilters(["*.keras", "*.h5", "*.json", "*.jsonl", "*.csv", "*.png", "model", "population"])
+        self.fs.setNameFilterDisables(False)
+        self.setModel(self.fs)
+        self.setHeaderHidden(False)
+        for col in (2, 3):
+            self.hideColumn(col)
+        self.header().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.header().setStretchLastSection(False)
+        self.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._menu)
+        self.doubleClicked.connect(self._activated)
+        self.root: Path | None = None
+
+    def set_root(self, path: str | Path) -> None:
+        self.root = Path(path)
+        idx = self.fs.setRootPath(str(self.root))
+        self.setRootIndex(idx)
+        self.expandAll()
+        self.fs.directoryLoaded.connect(lambda _p: self.expandAll())
+
+    def listed_files(self) -> list[str]:
+        """Names of the files the view lists now (for tests and the status bar)."""
+        out = []
+
+        def walk(parent: QModelIndex) -> None:
+            for r in range(self.fs.rowCount(parent)):
+                idx = self.fs.index(r, 0, parent)
+                if self.fs.isDir(idx):
+                    walk(idx)
+                else:
+                    out.append(self.fs.fileName(idx))
+
+        if self.root is not None:
+            walk(self.rootIndex())
+        return sorted(out)
+
+    def _activated(self, index: QModelIndex) -> None:
+        path = self.fs.filePath(index)
+        if path.endswith((".keras", ".h5")):
+            self.modelActivated.emit(path)
+
+    def _menu(self, pos) -> None:
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+        from PySide6.QtWidgets import QMenu
+
+        index = self.indexAt(pos)
+        if not index.isValid():
+            return
+        path = self.fs.filePath(index)
+        menu = QMenu(self)
+        if path.endswith((".keras", ".h5")):
+            menu.addAction("Show summary", lambda: self.modelActivated.emit(path))
+            menu.addAction("Export…", lambda: self.exportRequested.emit(path))
+        menu.addAction("Show in folder", lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent))))
+        menu.exec(self.viewport().mapToGlobal(pos))

@@ -1,0 +1,489 @@
+"""The main window: set-up on the left, live plots in the centre, the run folder on the right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Slot
+from PySide6.QtGui import QAction, QFont, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from miha_engine import events as ev
+from miha_engine.config import RunConfig
+from miha_engine.errors import InputError
+from miha_engine.state import RunState, replay
+
+from . import resources
+from .plots import FitnessPlot, GenesPlot, LossPlot
+from .setup_panel import SetupPanel, format_duration
+from .tables import PopulationTable, RunBrowser, describe_archive
+from .worker import EngineWorker, start_worker
+
+
+def ask(parent, title: str, text: str) -> bool:
+    """A yes/no question (tests replace this function)."""
+    return QMessageBox.question(parent, title, text, QMessageBox.Yes | QMessageBox.No, QMessageBox.No) == QMessageBox.Yes
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None):
+        super().__init__()
+        self.settings = settings or QSettings("MIHA", "MIHA")
+        self.setWindowTitle("MIHA — hyperparameters tuned while the network trains")
+        self.setWindowIcon(QIcon(str(resources.icon_path())))
+        self.state = RunState()
+        self.run_dir: Path | None = None
+        self.thread: QThread | None = None
+        self.worker: EngineWorker | None = None
+        self.last_error = ""
+        self.last_result = None
+        self._dirty = False
+        self._dialogs: list[QMessageBox] = []
+
+        self.panel = SetupPanel()
+        self.panel.error.connect(self.show_error)
+        self.panel.changed.connect(self._update_buttons)
+        scroll = QScrollArea()
+        scroll.setWidget(self.panel)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(500)
+
+        self.loss_plot = LossPlot()
+        self.fitness_plot = FitnessPlot()
+        self.genes_plot = GenesPlot()
+        self.table = PopulationTable()
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+        self.log.setFont(QFont("monospace", 9))
+        lower_plots = QSplitter(Qt.Horizontal)
+        lower_plots.addWidget(self.fitness_plot)
+        lower_plots.addWidget(self.genes_plot)
+        tabs = QTabWidget()
+        tabs.addTab(self.table, "Population")
+        tabs.addTab(self.log, "Log")
+        self.tabs = tabs
+        centre = QSplitter(Qt.Vertical)
+        centre.addWidget(self.loss_plot)
+        centre.addWidget(lower_plots)
+        centre.addWidget(tabs)
+        centre.setSizes([420, 260, 220])
+
+        self.browser = RunBrowser()
+        self.browser.modelActivated.connect(self.show_model_summary)
+        self.browser.exportRequested.connect(self.export_archive)
+        self.browser_label = QLabel("No run folder yet.")
+        self.browser_label.setWordWrap(True)
+        self.export_btn = QPushButton("Export best model…")
+        self.export_btn.clicked.connect(self.export_best)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(4, 4, 4, 4)
+        title = QLabel("<b>Run folder</b>")
+        rl.addWidget(title)
+        rl.addWidget(self.browser_label)
+        rl.addWidget(self.browser, 1)
+        rl.addWidget(self.export_btn)
+
+        split = QSplitter(Qt.Horizontal)
+        split.addWidget(scroll)
+        split.addWidget(centre)
+        split.addWidget(right)
+        split.setSizes([500, 860, 300])
+        split.setStretchFactor(1, 1)
+        self.setCentralWidget(split)
+
+        self._build_toolbar()
+        self.progress = QProgressBar()
+        self.progress.setMinimumWidth(320)
+        self.progress.setFormat("idle")
+        self.progress.setValue(0)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().showMessage("Load a model and a dataset, then press Run.")
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(100)
+        self.timer.timeout.connect(self._refresh_if_dirty)
+        self.timer.start()
+        self._restore_settings()
+        self._update_buttons()
+
+    # -- layout pieces ---------------------------------------------------------------------------
+    def _build_toolbar(self) -> None:
+        tb = QToolBar("Run")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonTextOnly)
+        self.addToolBar(tb)
+        self.run_action = QAction("▶ Run", self, shortcut=QKeySequence("Ctrl+R"), triggered=self.start_run)
+        self.stop_action = QAction("■ Stop", self, triggered=self.stop_run)
+        self.resume_action = QAction("⟳ Resume", self, triggered=self.resume_run)
+        self.open_action = QAction("Open run folder…", self, shortcut=QKeySequence.Open, triggered=self._browse_run)
+        self.export_action = QAction("Export best model…", self, triggered=self.export_best)
+        self.plots_action = QAction("Export plots…", self, triggered=self._browse_export_plots)
+        self.about_action = QAction("About", self, triggered=self.about)
+        for a in (self.run_action, self.stop_action, self.resume_action):
+            tb.addAction(a)
+        tb.addSeparator()
+        for a in (self.open_action, self.export_action, self.plots_action):
+            tb.addAction(a)
+        tb.addSeparator()
+        tb.addAction(self.about_action)
+        menu = self.menuBar().addMenu("&File")
+        for a in (self.open_action, self.export_action, self.plots_action):
+            menu.addAction(a)
+        menu.addSeparator()
+        menu.addAction(QAction("Quit", self, shortcut=QKeySequence.Quit, triggered=self.close))
+        runm = self.menuBar().addMenu("&Run")
+        for a in (self.run_action, self.stop_action, self.resume_action):
+            runm.addAction(a)
+        self.menuBar().addMenu("&Help").addAction(self.about_action)
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.isRunning()
+
+    def _update_buttons(self) -> None:
+        running = self.running
+        ready = self.panel.model_path is not None and self.panel.data_path is not None and not self.panel.mismatch_text()
+        self.run_action.setEnabled(ready and not running)
+        self.stop_action.setEnabled(running)
+        resumable = (self.run_dir is not None and not running and self.state.status in ("cancelled", "failed", "interrupted"))
+        self.resume_action.setEnabled(resumable)
+        has_archive = self.run_dir is not None and (self.run_dir / "model").is_dir()
+        self.export_action.setEnabled(has_archive)
+        self.export_btn.setEnabled(has_archive)
+        self.panel.setEnabled(not running)
+
+    # -- messages --------------------------------------------------------------------------------
+    @Slot(str)
+    def show_error(self, text: str) -> None:
+        """Show a message the user can act on; never blocks the event loop."""
+        self.last_error = text
+        self.log_line(f"error: {text}")
+        self.statusBar().showMessage(text, 15000)
+        box = QMessageBox(QMessageBox.Warning, "MIHA", text, QMessageBox.Ok, self)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.open()
+        self._dialogs = [d for d in self._dialogs if d.isVisible()] + [box]
+
+    def log_line(self, text: str) -> None:
+        self.log.appendPlainText(text)
+
+    # -- running ---------------------------------------------------------------------------------
+    @Slot()
+    def start_run(self) -> bool:
+        if self.running:
+            return False
+        if self.panel.model_path is None or self.panel.data_path is None:
+            self.show_error("Load a model and a dataset first (Model: Open…, Dataset: Open…).")
+            return False
+        if self.panel.mismatch_text():
+            self.show_error(self.panel.mismatch_text())
+            return False
+        try:
+            config = self.panel.config()
+        except InputError as exc:
+            self.show_error(str(exc))
+            return False
+        from miha_engine.runner import default_run_dir
+
+        run_dir = default_run_dir(self.panel.run_dir.text() or "runs")
+        model_path, data_path, unsafe = self.panel.model_path, self.panel.data_path, self.panel.unsafe.isChecked()
+
+        def job(listener, cancel):
+            from miha_engine.runner import run
+
+            return run(str(model_path), str(data_path), config, run_dir=run_dir, listeners=[listener],
+                       cancel=cancel, unsafe_model=unsafe)
+
+        self._clear_run()
+        self._set_run_dir(run_dir, create_later=True)
+        self.log_line(f"run started in {run_dir}: {config.total_epochs} epochs")
+        self._start(job)
+        return True
+
+    @Slot()
+    def resume_run(self) -> bool:
+        if self.running or self.run_dir is None:
+            return False
+        run_dir = self.run_dir
+
+        def job(listener, cancel):
+            from miha_engine.runner import resume
+
+            return resume(run_dir, listeners=[listener], cancel=cancel)
+
+        self.state = replay(run_dir)
+        self.log_line(f"resuming {run_dir}")
+        self._start(job)
+        return True
+
+    def _start(self, job) -> None:
+        self.last_error = ""
+        self.last_result = None
+        self.thread, self.worker = start_worker(self, job)
+        self.worker.event.connect(self.on_event)
+        self.worker.done.connect(self.on_done)
+        self.worker.failed.connect(self.on_failed)
+        self.thread.finished.connect(self.on_thread_finished)
+        self.thread.start()
+        self.progress.setFormat("starting TensorFlow…")
+        self._update_buttons()
+
+    @Slot()
+    def stop_run(self) -> None:
+        if self.worker is not None and self.running:
+            self.worker.cancel.cancel()
+            self.progress.setFormat("stopping at the next batch…")
+            self.log_line("stop requested")
+
+    @Slot(object)
+    def on_event(self, event: ev.Event) -> None:
+        self.state.apply(event)
+        self._dirty = True
+        if isinstance(event, ev.RunStarted):
+            self._set_run_dir(Path(event.run_dir))
+        elif isinstance(event, ev.MemberStarted):
+            self.log_line(f"cycle {event.cycle}, member {event.member}: {event.change}")
+        elif isinstance(event, ev.MemberTrained):
+            self.log_line(f"  fitness {event.fitness:.4g}; losses " + ", ".join(f"{v:.4g}" for v in (event.val_losses or event.losses)))
+        elif isinstance(event, ev.CycleDone):
+            self.log_line(f"cycle {event.cycle}: {event.decision}")
+        elif isinstance(event, ev.Note):
+            self.log_line(f"note: {event.message}")
+        elif isinstance(event, ev.RunFinished):
+            self.log_line(f"run {event.status} in {event.wall_seconds:.1f} s")
+            if event.test_metrics:
+                self.log_line("test: " + json.dumps(event.test_metrics))
+
+    @Slot(object)
+    def on_done(self, result) -> None:
+        self.last_result = result
+        if result.status == "finished":
+            msg = f"Finished in {format_duration(result.wall_seconds)}. Final model: {result.final_model}"
+            test = (result.test_metrics or {}).get("final")
+            if test:
+                msg += "  Test: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items())
+            self.statusBar().showMessage(msg)
+        else:
+            self.statusBar().showMessage("Stopped. The run folder is consistent; press Resume to continue it.")
+
+    @Slot(str, bool)
+    def on_failed(self, message: str, user_error: bool) -> None:
+        self.state.status = "failed"
+        self.show_error(message if user_error else f"The run stopped: {message}")
+
+    @Slot()
+    def on_thread_finished(self) -> None:
+        thread = self.thread
+        self.thread, self.worker = None, None
+        if thread is not None:
+            thread.deleteLater()
+        self._refresh()
+        if self.state.epochs_done and self.state.seconds_done and self.panel.dataset is not None:
+            self.panel.seconds_per_sample = self.state.seconds_done / self.state.epochs_done / max(1, self.panel.dataset.n_train)
+        if self.run_dir is not None and self.run_dir.is_dir() and self.state.main_steps:
+            try:
+                self.loss_plot.export(self.run_dir / "learning_history.png")
+            except Exception as exc:  # noqa: BLE001 - a plot export must not break the app
+                self.log_line(f"could not save learning_history.png: {exc}")
+        self.progress.setFormat(self.state.status)
+        self._update_buttons()
+
+    # -- drawing ---------------------------------------------------------------------------------
+    def _clear_run(self) -> None:
+        self.state = RunState()
+        for p in (self.loss_plot, self.fitness_plot, self.genes_plot):
+            p.clear_run()
+        self._dirty = True
+
+    def _set_run_dir(self, path: Path, create_later: bool = False) -> None:
+        self.run_dir = Path(path)
+        self.browser_label.setText(str(self.run_dir))
+        if self.run_dir.is_dir():
+            self.browser.set_root(self.run_dir)
+            self.browser.state = self.state
+
+    @Slot()
+    def _refresh_if_dirty(self) -> None:
+        if self._dirty:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self._dirty = False
+        st = self.state
+        self.browser.state = st
+        self.loss_plot.refresh(st)
+        self.fitness_plot.refresh(st)
+        self.genes_plot.refresh(st)
+        self.table.refresh(st)
+        self.progress.setValue(int(st.progress * 100))
+        if self.running:
+            where = (f"cycle {st.current_cycle}/{st.config.get('cycles', '?')}"
+                     + (f", member {st.current_member}" if st.current_phase == "member" else f", {st.current_phase}"))
+            eta = st.eta_seconds()
+            self.progress.setFormat(f"{where} — epoch {st.epochs_done}/{st.total_epochs}"
+                                    + (f" — ETA {format_duration(eta)}" if eta is not None else ""))
+
+    # -- run folders and export ------------------------------------------------------------------
+    def _browse_run(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a MIHA run folder", str(self.run_dir or Path.cwd()))
+        if path:
+            self.open_run(path)
+
+    def open_run(self, path: str | Path) -> bool:
+        """Rebuild plots and table from a run folder's files alone."""
+        if self.running:
+            self.show_error("Stop the current run before opening another run folder.")
+            return False
+        path = Path(path)
+        from miha_engine.runlog import RunFolder
+
+        try:
+            info = RunFolder(path).open_existing()
+        except InputError as exc:
+            self.show_error(str(exc))
+            return False
+        self._clear_run()
+        self.state = replay(path)
+        if info.get("status") in ("cancelled", "failed"):
+            self.state.status = info["status"]
+        try:
+            self.panel.apply_config(RunConfig.from_dict(info.get("config", {})))
+        except InputError:
+            pass
+        self._set_run_dir(path)
+        self._refresh()
+        self.progress.setFormat(self.state.status)
+        self.log_line(f"opened {path}: {self.state.status}, {self.state.epochs_done}/{self.state.total_epochs} epochs")
+        self.statusBar().showMessage(f"Opened {path} ({self.state.status})")
+        self._update_buttons()
+        return True
+
+    def export_best(self) -> None:
+        if self.run_dir is None:
+            return
+        from miha_engine.cli import best_archive
+
+        try:
+            src = best_archive(self.run_dir, "best")
+        except InputError as exc:
+            self.show_error(str(exc))
+            return
+        self.export_archive(str(src))
+
+    @Slot(str)
+    def export_archive(self, src: str, out: str | None = None) -> Path | None:
+        if out is None:
+            start = str(Path(self.settings.value("export_dir", str(Path.cwd()))) / (Path(src).stem + ".keras"))
+            out, _ = QFileDialog.getSaveFileName(self, "Export model", start, "Keras archive (*.keras);;Legacy HDF5 (*.h5)")
+            if not out:
+                return None
+        from miha_engine.models import export_model
+
+        try:
+            path = export_model(src, out)
+        except (InputError, OSError) as exc:
+            self.show_error(f"Export failed: {exc}")
+            return None
+        self.settings.setValue("export_dir", str(Path(out).parent))
+        self.statusBar().showMessage(f"Exported {Path(src).name} to {path}")
+        self.log_line(f"exported {src} → {path}")
+        return path
+
+    def _browse_export_plots(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the plots", str(self.run_dir or Path.cwd()))
+        if folder:
+            self.export_plots(folder)
+
+    def export_plots(self, folder: str | Path) -> list[Path]:
+        folder = Path(folder)
+        out = []
+        for name, plot in (("loss", self.loss_plot), ("fitness", self.fitness_plot), ("genes", self.genes_plot)):
+            for suffix in (".png", ".svg", ".csv"):
+                out.append(plot.export(folder / f"{name}{suffix}"))
+        self.statusBar().showMessage(f"Saved {len(out)} plot files in {folder}")
+        return out
+
+    @Slot(str)
+    def show_model_summary(self, path: str) -> None:
+        from miha_engine.models import load_model, summarize
+
+        try:
+            info = summarize(load_model(path))
+        except InputError as exc:
+            self.show_error(str(exc))
+            return
+        box = QMessageBox(QMessageBox.Information, "Model summary", describe_archive(Path(path).name, self.state), QMessageBox.Ok, self)
+        box.setDetailedText(info.text())
+        box.setInformativeText(f"{info.params:,} parameters; loss {info.loss}; optimizer {info.optimizer}")
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.open()
+        self._dialogs.append(box)
+
+    def about(self) -> None:
+        box = QMessageBox(self)
+        box.setWindowTitle("About MIHA")
+        box.setIconPixmap(QIcon(str(resources.logo_path())).pixmap(96, 96))
+        from miha_engine import __version__
+
+        box.setText(f"<b>MIHA {__version__}</b><br>Model-Integrated Hyperparameter Adaptation: one network, "
+                    "tuned while it trains.<br>Keras 3 · TensorFlow · PySide6 · pyqtgraph")
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.open()
+
+    # -- settings and closing --------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        geo = self.settings.value("geometry")
+        if geo is not None:
+            self.restoreGeometry(geo)
+        else:
+            self.resize(1600, 980)
+        cfg = self.settings.value("config")
+        if cfg:
+            try:
+                self.panel.apply_config(RunConfig.from_dict(json.loads(cfg)))
+            except (InputError, ValueError, TypeError):
+                pass
+        run_base = self.settings.value("run_base")
+        if run_base:
+            self.panel.run_dir.setText(str(run_base))
+
+    def save_settings(self) -> None:
+        self.settings.setValue("geometry", self.saveGeometry())
+        try:
+            self.settings.setValue("config", json.dumps(self.panel.config().to_dict()))
+        except InputError:
+            pass
+        self.settings.setValue("run_base", self.panel.run_dir.text())
+        self.settings.sync()
+
+    def closeEvent(self, event) -> None:
+        if self.running:
+            if not ask(self, "Stop the run?", "A run is training. Stop it and close MIHA? "
+                       "Everything saved so far stays in the run folder, and Resume can continue it later."):
+                event.ignore()
+                return
+            self.stop_run()
+            self.thread.wait()
+            self.on_thread_finished()
+        self.save_settings()
+        self.timer.stop()
+        event.accept()
