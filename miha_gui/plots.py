@@ -29,6 +29,28 @@ def member_color(member: int, alpha: int = 200) -> QColor:
     return c
 
 
+def export_svg(widget, path: Path) -> Path:
+    """Vector SVG of a plot widget through Qt's QSvgGenerator.
+
+    pyqtgraph 0.14's SVGExporter fails on Qt 6.10+ path data ending in "Z" (pyqtgraph #3495), so
+    the app renders the widget into an SVG painter instead.
+    """
+    from PySide6.QtGui import QPainter
+    from PySide6.QtSvg import QSvgGenerator
+
+    gen = QSvgGenerator()
+    gen.setFileName(str(path))
+    gen.setSize(widget.size())
+    gen.setViewBox(widget.rect())
+    gen.setTitle("MIHA plot")
+    painter = QPainter(gen)
+    try:
+        widget.render(painter)
+    finally:
+        painter.end()
+    return path
+
+
 def _nanfree(values) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
 
@@ -48,7 +70,9 @@ class _Base(pg.PlotWidget):
         import pyqtgraph.exporters as ex
 
         path = Path(path)
-        kind = {".png": ex.ImageExporter, ".svg": ex.SVGExporter, ".csv": ex.CSVExporter}[path.suffix.lower()]
+        if path.suffix.lower() == ".svg":
+            return export_svg(self, path)
+        kind = {".png": ex.ImageExporter, ".csv": ex.CSVExporter}[path.suffix.lower()]
         exporter = kind(self.plotItem)
         if path.suffix.lower() == ".png":
             exporter.parameters()["width"] = max(800, int(self.width() * 2))
@@ -220,7 +244,7 @@ class GenesPlot(pg.GraphicsLayoutWidget):
                 for a, b in zip([] if x is None else x, [] if y is None else y):
                     fh.write(f"{a},{b}\n")
         elif suffix == ".svg":
-            ex.SVGExporter(self.scene()).export(str(path))
+            export_svg(self, path)
         else:
             e = ex.ImageExporter(self.scene())
             e.parameters()["width"] = max(800, int(self.width() * 2))

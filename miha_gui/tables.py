@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from PySide6.QtCore import QDir, QModelIndex, Qt, Signal
+from PySide6.QtCore import QDir, QModelIndex, Qt, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QFileSystemModel,
@@ -128,7 +128,7 @@ def describe_archive(name: str, st: RunState | None) -> str:
 
 class _RunFiles(QFileSystemModel):
     def __init__(self, browser: RunBrowser):
-        super().__init__()
+        super().__init__(browser)
         self._browser = browser
 
     def data(self, index: QModelIndex, role: int = Qt.DisplayRole):
@@ -159,14 +159,18 @@ class RunBrowser(QTreeView):
         self.setContextMenuPolicy(Qt.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)
         self.doubleClicked.connect(self._activated)
+        self.fs.directoryLoaded.connect(self._on_loaded)
         self.root: Path | None = None
+
+    @Slot(str)
+    def _on_loaded(self, _path: str) -> None:
+        self.expandAll()
 
     def set_root(self, path: str | Path) -> None:
         self.root = Path(path)
         idx = self.fs.setRootPath(str(self.root))
         self.setRootIndex(idx)
         self.expandAll()
-        self.fs.directoryLoaded.connect(lambda _p: self.expandAll())
 
     def listed_files(self) -> list[str]:
         """Names of the files the view lists now (for tests and the status bar)."""

@@ -416,9 +416,14 @@ class MainWindow(QMainWindow):
     def export_plots(self, folder: str | Path) -> list[Path]:
         folder = Path(folder)
         out = []
-        for name, plot in (("loss", self.loss_plot), ("fitness", self.fitness_plot), ("genes", self.genes_plot)):
-            for suffix in (".png", ".svg", ".csv"):
-                out.append(plot.export(folder / f"{name}{suffix}"))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, plot in (("loss", self.loss_plot), ("fitness", self.fitness_plot), ("genes", self.genes_plot)):
+                for suffix in (".png", ".svg", ".csv"):
+                    out.append(plot.export(folder / f"{name}{suffix}"))
+        except OSError as exc:
+            self.show_error(f"Could not save the plots in {folder}: {exc.strerror or exc}")
+            return out
         self.statusBar().showMessage(f"Saved {len(out)} plot files in {folder}")
         return out
 

@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from miha_engine.errors import InputError, MihaError
 from miha_engine.training import CancelToken
@@ -57,7 +57,9 @@ def start_worker(parent: QObject, job: Job) -> tuple[QThread, EngineWorker]:
     worker = EngineWorker(job)
     worker.moveToThread(thread)
     thread.started.connect(worker.run)
-    worker.finished.connect(thread.quit)
+    # Direct: QThread.quit is thread-safe, and a queued call would never run while the GUI thread
+    # waits for the thread (closing the window during a run).
+    worker.finished.connect(thread.quit, Qt.DirectConnection)
     worker.finished.connect(worker.deleteLater)
     LIVE_THREADS.add(thread)
     return thread, worker

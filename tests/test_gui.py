@@ -1,0 +1,244 @@
+"""The app, driven through its real widgets with pytest-qt (offscreen), training real tiny models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
+
+from miha_engine.config import RunConfig  # noqa: E402
+from miha_gui import window as window_module  # noqa: E402
+from miha_gui.worker import LIVE_THREADS  # noqa: E402
+
+CFG = RunConfig(runup_epochs=1, candidate_epochs=2, fixing_epochs=1, cycles=2, population_size=3, seed=2)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_running():
+    yield
+    running = [t for t in list(LIVE_THREADS) if t.isRunning()]
+    for t in running:
+        t.quit()
+        t.wait(30000)
+    assert not running, "a test left a QThread running"
+
+
+@pytest.fixture
+def files(tmp_path, small_digits):
+    from miha_engine.testing import dense_classifier
+
+    x, y, xt, yt = small_digits
+    data = tmp_path / "digits.npz"
+    np.savez(data, x=x, y=y, x_test=xt, y_test=yt)
+    model = tmp_path / "fnn.keras"
+    dense_classifier().save(model)
+    return model, data
+
+
+@pytest.fixture
+def win(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    w = window_module.MainWindow(settings)
+    qtbot.addWidget(w)
+    w.panel.run_dir.setText(str(tmp_path / "runs"))
+    w.show()
+    return w
+
+
+def _load(win, files, cfg=CFG):
+    model, data = files
+    win.panel.apply_config(cfg)
+    assert win.panel.load_model(str(model))
+    assert win.panel.load_data(str(data))
+    assert win.run_action.isEnabled()
+
+
+def _wait_done(qtbot, win, timeout=240_000):
+    qtbot.waitUntil(lambda: not win.running, timeout=timeout)
+    qtbot.wait(50)
+
+
+def test_full_run_draws_everything_and_reopens_identically(qtbot, win, files, tmp_path):
+    _load(win, files)
+    assert "Total: 2m + c·(pop·n + k) = 16 epochs" in win.panel.total_label.text()
+    assert win.start_run()
+    assert win.stop_action.isEnabled() and not win.run_action.isEnabled()
+    _wait_done(qtbot, win)
+    assert win.last_error == "" and win.last_result.status == "finished"
+    win._refresh()
+    lineage = 2 * 1 + 2 * (2 + 1)
+    assert win.loss_plot.main_point_count() == lineage
+    assert len(win.loss_plot.branches) == 2 * 3
+    assert win.fitness_plot.point_count() == 2 * 3
+    assert win.table.table.rowCount() == 3
+    assert sum(win.table.table.item(r, 4).text() == "★ chosen" for r in range(3)) == 1
+    expected = {"model_init.keras", "model_1.keras", "model_2.keras", "model_final.keras"} | {
+        f"{c}_{m}_model.keras" for c in (1, 2) for m in range(3)}
+    qtbot.waitUntil(lambda: expected <= set(win.browser.listed_files()), timeout=10_000)
+    assert (win.run_dir / "learning_history.png").stat().st_size > 1000
+    tip = window_module.describe_archive("2_1_model.keras", win.state)
+    assert tip.startswith("2_1_model.keras: cycle 2, member 1") and len(tip) > len("2_1_model.keras: cycle 2, member 1")
+
+    # export the best model through the same slot the menu uses; it loads back
+    out = tmp_path / "exported.keras"
+    from miha_engine.cli import best_archive
+    from miha_engine.models import load_model
+
+    assert win.export_archive(str(best_archive(win.run_dir, "best")), str(out)) == out
+    assert load_model(out).predict(np.zeros((1, 64), "float32"), verbose=0).shape == (1, 10)
+    shots = win.export_plots(tmp_path / "plots")
+    assert all(p.exists() and p.stat().st_size > 100 for p in shots)
+
+    # a new window rebuilds the same picture from the folder alone
+    live_x, live_y = win.loss_plot.main.getData()
+    other = window_module.MainWindow(QSettings(str(tmp_path / "s2.ini"), QSettings.IniFormat))
+    qtbot.addWidget(other)
+    assert other.open_run(win.run_dir)
+    x, y = other.loss_plot.main.getData()
+    assert np.array_equal(x, live_x) and np.allclose(y, live_y, equal_nan=True)
+    assert other.fitness_plot.point_count() == 6 and other.table.table.rowCount() == 3
+    assert other.panel.params["cycles"].value() == 2
+
+
+def test_gui_thread_stays_responsive_during_a_run(qtbot, win, files):
+    _load(win, files, CFG.replace(cycles=3))
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+    win.start_run()
+    qtbot.waitUntil(lambda: win.state.epochs_done >= 2, timeout=120_000)
+    assert win.running
+    bar = win.tabs.tabBar()
+    qtbot.mouseClick(bar, Qt.LeftButton, pos=bar.tabRect(1).center())
+    assert win.tabs.currentIndex() == 1 and win.running
+    n = len(ticks)
+    qtbot.wait(300)
+    assert len(ticks) > n and win.running
+    _wait_done(qtbot, win)
+    timer.stop()
+
+
+def test_stop_leaves_cancelled_and_resume_finishes(qtbot, win, files):
+    _load(win, files)
+    win.start_run()
+    qtbot.waitUntil(lambda: any(b.steps for b in win.state.branches.values()), timeout=120_000)
+    win.stop_run()
+    _wait_done(qtbot, win)
+    info = json.loads((win.run_dir / "run.json").read_text())
+    assert info["status"] == "cancelled" and win.last_result.status == "cancelled"
+    assert win.run_action.isEnabled() and win.resume_action.isEnabled()
+    assert win.last_error == ""
+    assert win.resume_run()
+    _wait_done(qtbot, win)
+    assert win.last_result.status == "finished"
+    win._refresh()
+    assert win.loss_plot.main_point_count() == 2 * 1 + 2 * (2 + 1)
+
+
+def test_bad_files_show_a_message_and_nothing_breaks(qtbot, win, files, tmp_path):
+    model, data = files
+    corrupt = tmp_path / "broken.keras"
+    corrupt.write_bytes(b"\x00" * 100)
+    assert not win.panel.load_model(str(corrupt))
+    assert "not a Keras archive" in win.last_error
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, pixels=np.zeros((4, 64)))
+    assert not win.panel.load_data(str(wrong))
+    assert "missing array(s) x, y" in win.last_error
+    # a dataset that does not fit the model is flagged before Run, in plain words
+    assert win.panel.load_model(str(model))
+    short = tmp_path / "short.npz"
+    np.savez(short, x=np.zeros((20, 12), "float32"), y=np.zeros(20, "int64"))
+    assert win.panel.load_data(str(short))
+    assert "expects (64)" in win.panel.mismatch_text() and not win.panel.mismatch.isHidden()
+    assert not win.run_action.isEnabled()
+    assert not win.start_run()
+    # the app is still usable: the right dataset clears the message
+    assert win.panel.load_data(str(data))
+    assert win.panel.mismatch_text() == "" and win.run_action.isEnabled()
+    assert not win.open_run(tmp_path)
+    assert "not a MIHA run folder" in win.last_error
+
+
+def test_engine_failure_during_run_is_reported_and_app_stays_usable(qtbot, win, files, tmp_path):
+    _load(win, files)
+    win.panel.run_dir.setText(str(tmp_path / "file-not-folder"))
+    (tmp_path / "file-not-folder").write_text("x")
+    win.start_run()
+    _wait_done(qtbot, win)
+    assert "file-not-folder" in win.last_error
+    assert win.run_action.isEnabled()
+
+
+def test_closing_during_a_run_asks_then_stops_cleanly(qtbot, tmp_path, files, monkeypatch):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    w = window_module.MainWindow(settings)
+    w.panel.run_dir.setText(str(tmp_path / "runs"))
+    w.show()
+    _load(w, files, CFG.replace(cycles=4))
+    w.start_run()
+    qtbot.waitUntil(lambda: w.state.epochs_done >= 1, timeout=120_000)
+    asked = []
+    monkeypatch.setattr(window_module, "ask", lambda *a: asked.append(a) or False)
+    w.close()
+    assert asked and w.isVisible() and w.running  # "No" keeps the window and the run
+    monkeypatch.setattr(window_module, "ask", lambda *a: True)
+    w.close()
+    assert not w.isVisible() and not w.running
+    assert json.loads((w.run_dir / "run.json").read_text())["status"] == "cancelled"
+    # settings persist
+    assert QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat).value("config")
+    w.deleteLater()
+
+
+def test_demo_loads_and_launcher_starts(qtbot, win):
+    from miha_gui.app import load_demo
+
+    load_demo(win)
+    assert win.panel.model_info is not None and win.panel.model_info.params == 784 * 64 + 64 + 64 * 10 + 10
+    assert win.panel.dataset.n_train == 2000 and win.run_action.isEnabled()
+    assert "MIHA" in win.windowTitle() and not win.windowIcon().isNull()
+    env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen", "MIHA_TIMING": "1"}
+    proc = subprocess.run([sys.executable, "-m", "miha_gui", "--quit-after-shown"], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "window shown after" in proc.stderr
+    assert "tensorflow" not in proc.stderr.lower()
+
+
+def test_launcher_explains_missing_xcb_libraries(monkeypatch):
+    import ctypes.util
+
+    from miha_gui import app
+
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    real = ctypes.util.find_library
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None if name == "xcb-cursor" else real(name))
+    problem = app.platform_problem()
+    assert problem is not None and "libxcb-cursor0" in problem and "apt-get install" in problem
+    monkeypatch.delenv("DISPLAY")
+    assert "QT_QPA_PLATFORM=offscreen" in app.platform_problem()
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert app.platform_problem() is None
+
+
+def test_window_does_not_import_tensorflow_until_needed():
+    code = ("import os, sys; os.environ['QT_QPA_PLATFORM']='offscreen';"
+            "from PySide6.QtWidgets import QApplication; app = QApplication([]);"
+            "from miha_gui.window import MainWindow; w = MainWindow(); w.show(); app.processEvents();"
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
+
+
