@@ -552,3 +552,107 @@ def export_model(src: str | Path, out: str | Path) -> Path:
         model.save(tmp)
         os.replace(tmp, out)
     return out
+
+
+# -- snapshots and the model pool ----------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    """A model's trainable state as plain arrays: weights and optimizer variables.
+
+    A population member starts from its parent's snapshot; the two fittest members are kept as
+    snapshots, not as live models, so a pooled model can be reused while they wait.
+    """
+
+    genes: Genes
+    weights: list[np.ndarray]
+    optimizer: str
+    optimizer_vars: list[np.ndarray] | None
+
+
+def snapshot(model, genes: Genes) -> Snapshot:
+    opt = getattr(model, "optimizer", None)
+    opt_vars = None
+    if opt is not None and getattr(opt, "built", False):
+        opt_vars = [np.array(v.numpy(), copy=True) for v in opt.variables]
+    return Snapshot(genes, [np.array(w, copy=True) for w in model.get_weights()],
+                    type(opt).__name__.lower() if opt is not None else genes.optimizer, opt_vars)
+
+
+def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None) -> bool:
+    """Load ``snap`` into ``model`` (whose optimizer is of ``genes.optimizer``'s kind).
+
+    The optimizer state is carried exactly when the kind is unchanged, else reset to a fresh
+    state; then the learning rate is set to ``genes.learning_rate``.
+
+    Returns:
+        True when the optimizer state was carried over.
+    """
+    model.set_weights(snap.weights if weights is None else weights)
+    opt = model.optimizer
+    if not opt.built:
+        opt.build(model.trainable_variables)
+    carried = False
+    if snap.optimizer == genes.optimizer and snap.optimizer_vars is not None:
+        if len(snap.optimizer_vars) == len(opt.variables) and all(
+                tuple(a.shape) == tuple(v.shape) for a, v in zip(snap.optimizer_vars, opt.variables)):
+            for a, v in zip(snap.optimizer_vars, opt.variables):
+                v.assign(a)
+            carried = True
+    if not carried:
+        for v in opt.variables:
+            v.assign(np.zeros(tuple(v.shape), dtype=v.dtype))
+    opt.learning_rate = float(genes.learning_rate)
+    return carried
+
+
+class ModelPool:
+    """Compiled models kept for reuse, one per (activations, optimizer kind).
+
+    Building, compiling and tracing (plus XLA compilation) a fresh model costs more than an epoch
+    of a small network; members that differ from a previous one only by learning rate or batch
+    size reuse its compiled model and its traced step.  The pool is bounded (least recently used
+    out), so memory stays flat over any number of cycles.
+    """
+
+    def __init__(self, base, base_genes: Genes, spec: CompileSpec, spe: int, jit, max_size: int = 6):
+        self.base = base
+        self.base_genes = base_genes
+        self.spec = spec
+        self.spe = spe
+        self.jit = jit
+        self.max_size = max_size
+        self._models: dict[tuple, Any] = {}
+        self.built = 0
+        self.reused = 0
+
+    @staticmethod
+    def key(genes: Genes) -> tuple:
+        return (genes.activations, genes.optimizer)
+
+    def get(self, genes: Genes):
+        key = self.key(genes)
+        model = self._models.pop(key, None)
+        if model is None:
+            model = rebuild(self.base, dict(genes.activations))
+            template = self.spec.optimizer_template
+            opt = make_optimizer(genes.optimizer, genes.learning_rate, template)
+            model.compile(optimizer=opt, loss=self.spec.loss, metrics=self.spec.metrics,
+                          steps_per_execution=self.spe, jit_compile=self.jit)
+            opt.build(model.trainable_variables)
+            self.built += 1
+        else:
+            self.reused += 1
+        self._models[key] = model
+        while len(self._models) > self.max_size:
+            oldest = next(iter(self._models))
+            del self._models[oldest]
+        return model
+
+    def disable_jit(self) -> None:
+        """XLA failed: later models compile without it (existing ones are recompiled on use)."""
+        self.jit = False
+        self._models.clear()
+
+    def clear(self) -> None:
+        self._models.clear()

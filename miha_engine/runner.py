@@ -131,11 +131,19 @@ class _Run:
         self.layer_notes = layer_notes
         self.trainer = Trainer(data, cfg, self.cancel, cfg.seed)
 
-    def _compile_current(self, model, genes: Genes):
+    def start_pool(self, model, genes: Genes) -> None:
+        """Create the model pool and put ``model``'s state (weights, optimizer) on the main line."""
         from . import models as mdl
 
-        return mdl.build_member(model, genes, genes, self.spec,
-                                self.trainer.steps_per_execution(genes.batch_size), self.trainer.jit())
+        spe = self.trainer.steps_per_execution(genes.batch_size)
+        self.pool = mdl.ModelPool(model, genes, self.spec, spe, self.trainer.jit())
+        self.model = self.pool.get(genes)
+        mdl.restore(self.model, mdl.snapshot(model, genes), genes)
+
+    def _after_fit(self) -> None:
+        self._flush_trainer_notes()
+        if self.trainer.xla_failed and self.pool.jit is not False:
+            self.pool.disable_jit()
 
     # -- phases -----------------------------------------------------------------------------
     def _train_main(self, phase: str, cycle: int, epochs: int) -> None:
@@ -151,7 +159,7 @@ class _Run:
                                     step=self.step, loss=loss, val_loss=val, seconds=seconds))
 
         result = self.trainer.fit(self.model, genes.batch_size, epochs, on_epoch, spec=self.spec)
-        self._flush_trainer_notes()
+        self._after_fit()
         self.folder.write_history(self.history)
         if result.diverged:
             raise DivergedError(
@@ -194,16 +202,16 @@ class _Run:
         from . import models as mdl
 
         cfg = self.config
-        parent, parent_genes = self.model, self.genes
-        assert parent is not None and parent_genes is not None
+        parent_genes = self.genes
+        assert self.model is not None and parent_genes is not None
+        parent = mdl.snapshot(self.model, parent_genes)
         branch_step = self.step
         rng = np.random.default_rng([cfg.seed, cycle])
         has_val = self.data.has_validation
         entries: dict[str, Any] = {}
         self.population[str(cycle)] = entries
-        best: list[tuple[float, int, Any, Genes]] = []  # the two fittest so far, kept in memory
+        best: list[tuple[float, int, mdl.Snapshot]] = []  # the two fittest so far, as snapshots
         scores: list[float] = []
-        members_genes: list[Genes] = []
         curves: dict[int, tuple[list[float], list[float]]] = {}
         for i in range(cfg.population_size):
             self.cancel.raise_if_cancelled()
@@ -211,18 +219,17 @@ class _Run:
                 genes, change = parent_genes, "control: unchanged"
             else:
                 genes, change = mutate(parent_genes, cfg.search, rng, self.choices, self.data.n_train)
-            members_genes.append(genes)
             self.emit(ev.MemberStarted(cycle=cycle, member=i, genes=genes.to_dict(), change=change,
                                        branch_step=branch_step))
-            model = mdl.build_member(parent, parent_genes, genes, self.spec,
-                                     self.trainer.steps_per_execution(genes.batch_size), self.trainer.jit())
+            model = self.pool.get(genes)
+            mdl.restore(model, parent, genes)
 
             def on_epoch(epoch, loss, val, seconds, _i=i):
                 self.emit(ev.EpochEnded(phase="member", cycle=cycle, member=_i, epoch=epoch + 1,
                                         step=branch_step + epoch + 1, loss=loss, val_loss=val, seconds=seconds))
 
             result = self.trainer.fit(model, genes.batch_size, cfg.candidate_epochs, on_epoch, spec=self.spec)
-            self._flush_trainer_notes()
+            self._after_fit()
             curve = result.val_losses if has_val else result.losses
             score = fitness(curve, cfg.fitness, cfg.fitness_slope_weight)
             if result.diverged:
@@ -236,74 +243,76 @@ class _Run:
             self.folder.write_population(self.population)
             self.emit(ev.MemberTrained(cycle=cycle, member=i, genes=genes.to_dict(), change=change,
                                        losses=result.losses, val_losses=result.val_losses, fitness=score))
-            if math.isfinite(score):
-                best.append((score, i, model, genes))
+            if math.isfinite(score) and (len(best) < 2 or score > best[-1][0]):
+                best.append((score, i, mdl.snapshot(model, genes)))
                 best.sort(key=lambda t: (-t[0], t[1]))
-                for dropped in best[2:]:
-                    del dropped
                 best = best[:2]
-            del model
-            gc.collect()
 
-        order = ranking(scores)
+        weights = None
         if not best:
             decision = "every member diverged: the model from before the population is kept"
             self.note(f"cycle {cycle}: {decision}")
-            winner = -1
-            # The parent's optimizer state is intact; keep training it.
+            winner, chosen = -1, parent
         else:
-            w_score, winner, w_model, w_genes = best[0]
+            _, winner, chosen = best[0]
             decision = f"selection: member {winner} ({entries[str(winner)]['change']})"
             if cfg.crossover and len(best) >= 2:
-                decision, w_model, w_genes = self._crossover(cycle, parent_genes, best, decision)
+                decision, chosen, weights = self._crossover(cycle, parent_genes, best, curves, decision)
             entries[str(winner)]["chosen"] = True
-            # The winner's n epochs join the lineage.
             losses, vals = curves[winner]
-            for e, loss in enumerate(losses):
+            for e, loss in enumerate(losses):  # the winner's n epochs join the lineage
                 self.step += 1
                 self.history.append({"step": self.step, "phase": "member", "cycle": cycle, "epoch": e + 1,
                                      "loss": loss, "val_loss": vals[e] if vals else None,
-                                     "genes": members_genes[winner].to_dict()})
-            self.model, self.genes = w_model, w_genes
-        entries_decision = {"decision": decision, "winner": winner}
-        self.population[str(cycle)]["_cycle"] = entries_decision
-        best.clear()
-        del parent
-        gc.collect()
+                                     "genes": best[0][2].genes.to_dict()})
+        self.genes = chosen.genes
+        self.model = self.pool.get(self.genes)
+        mdl.restore(self.model, chosen, self.genes, weights=weights)
+        entries["_cycle"] = {"decision": decision, "winner": winner}
+        del best, parent
         self.folder.write_population(self.population)
         self.folder.write_history(self.history)
         self.emit(ev.CycleDone(cycle=cycle, winner=winner, fitnesses=[s if math.isfinite(s) else None for s in scores],
                                decision=decision, genes=self.genes.to_dict()))
-        del order
         if cfg.fixing_epochs:
             self._train_main("fixing", cycle, cfg.fixing_epochs)
         self._save(self.model, self.folder.model_path(str(cycle)), f"main model after cycle {cycle}")
         self._checkpoint(cycle)
+        gc.collect()
 
-    def _crossover(self, cycle, ancestor: Genes, best, decision: str):
+    def _crossover(self, cycle, ancestor: Genes, best, curves, decision: str):
+        """Child of the two fittest: the ancestor's genes with both mutations, the fitter parent's
+        weights (or the average of both).  Kept only if its validation loss is no worse than the
+        fitter parent's."""
         from . import models as mdl
 
-        (sa, ia, ma, ga), (sb, ib, mb, gb) = best[0], best[1]
-        child_genes = combine(ancestor, ga, gb)
+        (_, ia, snap_a), (_, ib, snap_b) = best[0], best[1]
+        ga = snap_a.genes
+        child_genes = combine(ancestor, ga, snap_b.genes)
         if child_genes == ga:
-            return f"{decision}; crossover with member {ib} adds nothing new", ma, ga
-        child = mdl.build_member(ma, ga, child_genes, self.spec,
-                                 self.trainer.steps_per_execution(child_genes.batch_size), self.trainer.jit())
+            return f"{decision}; crossover with member {ib} adds nothing new", snap_a, None
+        weights = None
         if self.config.crossover_weights == "average":
-            child.set_weights(mdl.average_weights(ma, mb))
+            weights = [(x + y) / 2.0 for x, y in zip(snap_a.weights, snap_b.weights)]
+        child_snap = mdl.Snapshot(child_genes, snap_a.weights, snap_a.optimizer, snap_a.optimizer_vars)
+        child = self.pool.get(child_genes)
+        mdl.restore(child, child_snap, child_genes, weights=weights)
         if self.data.has_validation:
             child_val = self.trainer.validation_loss(child)
-            parent_val = self.trainer.validation_loss(ma)
+            parent_val = curves[ia][1][-1]
         else:
             child_val = self.trainer.evaluate(child, self.data.x, self.data.y)["loss"]
-            parent_val = self.trainer.evaluate(ma, self.data.x, self.data.y)["loss"]
+            parent_model = self.pool.get(ga)
+            mdl.restore(parent_model, snap_a, ga)
+            parent_val = self.trainer.evaluate(parent_model, self.data.x, self.data.y)["loss"]
+            mdl.restore(child, child_snap, child_genes, weights=weights)
         if math.isfinite(child_val) and child_val <= parent_val:
-            path = self.folder.population_dir / f"{cycle}_child_model.keras"
-            self._save(child, path, f"cycle {cycle}: crossover of members {ia} and {ib}")
+            self._save(child, self.folder.population_dir / f"{cycle}_child_model.keras",
+                       f"cycle {cycle}: crossover of members {ia} and {ib}")
             return (f"crossover: members {ia} × {ib} → {'; '.join(ancestor.diff(child_genes))} "
-                    f"(val loss {child_val:.4g} ≤ {parent_val:.4g})"), child, child_genes
+                    f"(val loss {child_val:.4g} ≤ {parent_val:.4g})"), child_snap, weights
         return (f"{decision}; crossover child of {ia} × {ib} rejected "
-                f"(loss {child_val:.4g} > {parent_val:.4g})"), ma, ga
+                f"(loss {child_val:.4g} > {parent_val:.4g})"), snap_a, None
 
     # -- whole run --------------------------------------------------------------------------
     def test_metrics(self, model) -> dict[str, float]:
@@ -410,7 +419,7 @@ def run(
                              lineage_epochs=config.lineage_epochs, genes=r.genes.to_dict()))
         for n in r.layer_notes:
             r.note(n)
-        r.model = r._compile_current(model, r.genes)
+        r.start_pool(model, r.genes)
         r._save(r.model, folder.model_dir / "model_source.keras", "the model as given, before training")
         initial_test = r.test_metrics(r.model)
         folder.update_run(test_initial=initial_test)
@@ -481,14 +490,13 @@ def resume(
         if completed is None:
             r.emit(ev.RunStarted(run_dir=str(folder.root), config=config.to_dict(), total_epochs=config.total_epochs,
                                  lineage_epochs=config.lineage_epochs, genes=r.genes.to_dict()))
-            r.model = r._compile_current(model, r.genes)
+            r.start_pool(model, r.genes)
             r._train_main("runup", 0, config.runup_epochs)
             r._save(r.model, folder.model_path("init"), "main model after the run-up")
             r._checkpoint(0)
             start = 1
         else:
-            r.model = r._compile_current(model, r.genes)
-            # build_member copied the loaded optimizer's state into a freshly compiled one.
+            r.start_pool(model, r.genes)  # carries the loaded optimizer's state exactly
             start = completed + 1
         for cycle in range(start, config.cycles + 1):
             r.run_cycle(cycle)

@@ -76,11 +76,12 @@ class Trainer:
 
     # -- execution settings ------------------------------------------------------------------
     def steps_per_execution(self, batch_size: int) -> int:
-        steps = max(1, math.ceil(self.data.n_train / batch_size))
+        """Batches per compiled call.  Keras runs a shorter last call when an epoch's batches are
+        not a multiple, so one value serves every batch size (and one compiled model)."""
         spe = self.config.steps_per_execution
         if spe == "auto":
-            return max(1, min(AUTO_MAX_STEPS_PER_EXECUTION, steps))
-        return max(1, min(int(spe), steps))
+            return AUTO_MAX_STEPS_PER_EXECUTION
+        return max(1, int(spe))
 
     def jit(self) -> bool | str:
         if self.xla_failed:

@@ -101,3 +101,35 @@ def test_safe_save_load_round_trip(tmp_path, small_digits):
     info = mdl.summarize(loaded)
     assert info.loss == "sparse_categorical_crossentropy" and info.optimizer == "adam"
     assert [layer.path for layer in info.layers] == ["hidden", "out"]
+
+
+def test_pool_reuses_compiled_models_and_restores_state_exactly(small_digits):
+    x, y, _, _ = small_digits
+    model = _trained(dense_classifier(), x, y)
+    spec = mdl.compile_spec(model, RunConfig())
+    choices, _ = mdl.activation_choices(model, spec, RunConfig(), y)
+    genes = mdl.initial_genes(model, spec, RunConfig(), choices)
+    pool = mdl.ModelPool(model, genes, spec, 4, "auto", max_size=2)
+    parent = mdl.snapshot(model, genes)
+    a = pool.get(genes.replace(learning_rate=2e-3))
+    assert mdl.restore(a, parent, genes.replace(learning_rate=2e-3))
+    for w0, w1 in zip(model.get_weights(), a.get_weights()):
+        assert np.array_equal(w0, w1)
+    # every optimizer variable equal except the learning rate, which is the new one
+    for v0, v1 in zip(model.optimizer.variables, a.optimizer.variables):
+        if "learning_rate" in v0.name:
+            assert np.isclose(float(np.asarray(v1)), 2e-3)
+        else:
+            assert np.array_equal(np.asarray(v0), np.asarray(v1)), v0.name
+    # same activations and optimizer: the same compiled model comes back
+    assert pool.get(genes.replace(batch_size=64)) is a and pool.reused == 1
+    # another optimizer kind: fresh state, new rate, same weights
+    g2 = genes.replace(optimizer="rmsprop", learning_rate=1e-3)
+    b = pool.get(g2)
+    assert not mdl.restore(b, parent, g2)
+    assert int(np.asarray(b.optimizer.iterations)) == 0
+    assert all(np.array_equal(w0, w1) for w0, w1 in zip(model.get_weights(), b.get_weights()))
+    # the pool is bounded
+    pool.get(genes.with_activation("hidden", "tanh"))
+    assert len(pool._models) == 2 and pool.built == 3
+    a.fit(x, y, epochs=1, verbose=0)

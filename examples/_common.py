@@ -1,0 +1,29 @@
+"""Shared bits of the examples: timing, results JSON, a plain-fit baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_results(name: str, data: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    return path
+
+
+def plain_fit(model, x, y, x_val, y_val, epochs: int, batch_size: int, seed: int) -> tuple[object, float]:
+    """Train ``model`` plainly with Keras' own ``fit`` for ``epochs``; returns (model, wall seconds)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    t0 = time.perf_counter()
+    model.fit(x, y, validation_data=(x_val, y_val), epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
+    return model, time.perf_counter() - t0
