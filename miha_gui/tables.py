@@ -161,6 +161,7 @@ class RunBrowser(QTreeView):
         self.doubleClicked.connect(self._activated)
         self.fs.directoryLoaded.connect(self._on_loaded)
         self.root: Path | None = None
+        self.hide()  # until there is a run folder to show
 
     @Slot(str)
     def _on_loaded(self, _path: str) -> None:
@@ -168,6 +169,7 @@ class RunBrowser(QTreeView):
 
     def set_root(self, path: str | Path) -> None:
         self.root = Path(path)
+        self.show()
         idx = self.fs.setRootPath(str(self.root))
         self.setRootIndex(idx)
         self.expandAll()

@@ -99,7 +99,8 @@ class MainWindow(QMainWindow):
         title = QLabel("<b>Run folder</b>")
         rl.addWidget(title)
         rl.addWidget(self.browser_label)
-        rl.addWidget(self.browser, 1)
+        rl.addWidget(self.browser, 100)
+        rl.addStretch(1)
         rl.addWidget(self.export_btn)
 
         split = QSplitter(Qt.Horizontal)
@@ -107,7 +108,10 @@ class MainWindow(QMainWindow):
         split.addWidget(centre)
         split.addWidget(right)
         split.setSizes([500, 860, 300])
+        split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
+        split.setStretchFactor(2, 0)
+        split.setCollapsible(1, False)
         self.setCentralWidget(split)
 
         self._build_toolbar()
@@ -460,7 +464,14 @@ class MainWindow(QMainWindow):
         if geo is not None:
             self.restoreGeometry(geo)
         else:
-            self.resize(1600, 980)
+            from PySide6.QtGui import QGuiApplication
+
+            screen = QGuiApplication.primaryScreen()
+            avail = screen.availableGeometry() if screen is not None else None
+            if avail is not None and avail.width() > 0:
+                self.resize(min(1600, int(avail.width() * 0.95)), min(1000, int(avail.height() * 0.95)))
+            else:
+                self.resize(1600, 1000)
         cfg = self.settings.value("config")
         if cfg:
             try:
