@@ -136,7 +136,7 @@ class _Run:
         from . import models as mdl
 
         spe = self.trainer.steps_per_execution(genes.batch_size)
-        self.pool = mdl.ModelPool(model, genes, self.spec, spe, self.trainer.jit())
+        self.pool = mdl.ModelPool(model, genes, self.spec, spe, self.trainer.jit(model))
         self.model = self.pool.get(genes)
         mdl.restore(self.model, mdl.snapshot(model, genes), genes)
 

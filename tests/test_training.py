@@ -1,0 +1,94 @@
+"""The Trainer's speed settings keep what they could break: stop latency, exact losses, fallbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import miha_engine as me
+from miha_engine.models import compile_spec
+from miha_engine.testing import dense_classifier
+from miha_engine.training import Trainer
+
+
+def _data(n=640, d=64, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return me.from_arrays(rng.random((n, d), dtype=np.float32), rng.integers(0, classes, n))
+
+
+def test_stop_latency_is_at_most_one_compiled_call_with_large_steps_per_execution():
+    data = _data(n=3200)  # 100 batches of 32 per epoch
+    cfg = me.RunConfig(validation_split=0.0, steps_per_execution=64)
+    token = me.CancelToken()
+    trainer = Trainer(data, cfg, token, 0)
+    model = dense_classifier()
+    model.compile(optimizer=model.optimizer, loss=model.loss, steps_per_execution=trainer.steps_per_execution(32),
+                  jit_compile=trainer.jit(model))
+    epochs_seen = []
+
+    def on_epoch(epoch, loss, val, seconds):
+        epochs_seen.append(epoch)
+        token.cancel()  # stop during the next epoch
+
+    with pytest.raises(me.Cancelled):
+        trainer.fit(model, 32, 50, on_epoch)
+    assert epochs_seen == [0]
+    done = int(np.asarray(model.optimizer.iterations))
+    assert 100 < done <= 100 + 64
+
+
+def test_per_epoch_losses_match_keras_for_any_steps_per_execution():
+    data = _data()
+    losses = {}
+    for spe in (1, 7, 64):
+        trainer = Trainer(data, me.RunConfig(validation_split=0.0, steps_per_execution=spe, jit_compile=False), me.CancelToken(), 0)
+        model = dense_classifier(seed=1)
+        model.compile(optimizer="sgd", loss=model.loss, steps_per_execution=trainer.steps_per_execution(32), jit_compile=False)
+        losses[spe] = trainer.fit(model, 32, 2, lambda *a: None).losses
+        assert int(np.asarray(model.optimizer.iterations)) == 2 * 20
+    np.testing.assert_allclose(losses[1], losses[7], rtol=1e-4)
+    np.testing.assert_allclose(losses[1], losses[64], rtol=1e-4)
+
+
+def test_shuffling_changes_every_epoch_and_is_seeded():
+    data = _data(n=64)
+    trainer = Trainer(data, me.RunConfig(validation_split=0.0), me.CancelToken(), 5)
+    ds = trainer._train_dataset(64)
+    first = [y.numpy().tolist() for _, y in ds][0]
+    second = [y.numpy().tolist() for _, y in ds][0]
+    assert first != second and sorted(first) == sorted(second)
+    again = Trainer(data, me.RunConfig(validation_split=0.0), me.CancelToken(), 5)._train_dataset(64)
+    assert [y.numpy().tolist() for _, y in again][0] == first
+
+
+def test_a_model_xla_cannot_compile_still_trains():
+    import keras
+    import tensorflow as tf
+
+    class HostOp(keras.layers.Layer):
+        """Runs numpy on the host: XLA cannot compile it, though the layer claims nothing."""
+
+        def call(self, x):
+            y = tf.numpy_function(lambda a: a * 1.0, [x], tf.float32)
+            return tf.reshape(y, tf.shape(x))
+
+    data = _data()
+    trainer = Trainer(data, me.RunConfig(validation_split=0.0, jit_compile=True), me.CancelToken(), 0)
+    model = keras.Sequential([keras.Input((64,)), HostOp(), keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", jit_compile=True)
+    spec = compile_spec(model, me.RunConfig())
+    result = trainer.fit(model, 32, 2, lambda *a: None, spec=spec)
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
+    assert trainer.xla_failed and any("XLA" in n for n in trainer.notes)
+    assert trainer.jit(model) is False
+
+
+def test_auto_turns_xla_on_unless_a_layer_declares_it_unsupported():
+    import keras
+
+    trainer = Trainer(_data(), me.RunConfig(), me.CancelToken(), 0)
+    assert trainer.jit(dense_classifier()) is True
+    aug = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.RandomRotation(0.1), keras.layers.Flatten(),
+                            keras.layers.Dense(3)])
+    assert trainer.jit(aug) is False
+    assert Trainer(_data(), me.RunConfig(jit_compile=False), me.CancelToken(), 0).jit(dense_classifier()) is False
