@@ -84,14 +84,17 @@ class Trainer:
         return max(1, int(spe))
 
     def jit(self, model=None) -> bool:
-        """XLA on or off.  "auto" turns it on unless a layer declares it cannot be compiled
-        (Keras' own "auto" leaves XLA off on this TensorFlow build, at 1.5–2× the epoch time
-        for the MNIST FNN); a model that still fails to compile falls back once, in ``fit``."""
-        if self.xla_failed:
+        """XLA on or off.
+
+        "auto" leaves XLA off: measured here (benchmarks/speed.py), XLA cuts the MNIST FNN's steady
+        epoch by a third but costs ≈0.5 s of compilation for every new model and batch size, and
+        MIHA's members train only n epochs each, so a whole original-configuration run took 77 s
+        with XLA against 46 s without; on the gap-filling CNN XLA was slower even per epoch.
+        ``True`` turns it on unless a layer declares it cannot be compiled; a model that still
+        fails to compile falls back once, in ``fit``.
+        """
+        if self.xla_failed or self.config.jit_compile in ("auto", False):
             return False
-        setting = self.config.jit_compile
-        if setting != "auto":
-            return bool(setting)
         if model is not None:
             return all(getattr(layer, "supports_jit", True) for layer in model._flatten_layers())
         return True

@@ -82,6 +82,7 @@ class SetupPanel(QWidget):
         self.model_info = None
         self.dataset: Dataset | None = None
         self.seconds_per_sample: float | None = None  # learnt from runs
+        self.last_dir: str | None = None  # restored from and saved to QSettings by the window
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
@@ -263,7 +264,9 @@ class SetupPanel(QWidget):
             self.run_dir.setText(path)
 
     def _start_dir(self) -> Path:
-        return (self.model_path or self.data_path or Path.cwd()).parent if (self.model_path or self.data_path) else Path.cwd()
+        if self.model_path or self.data_path:
+            return (self.model_path or self.data_path).parent
+        return Path(self.last_dir) if self.last_dir else Path.cwd()
 
     @Slot(str)
     def load_model(self, path: str | Path) -> bool:

@@ -92,7 +92,7 @@ class MainWindow(QMainWindow):
         self.browser_label = QLabel("No run folder yet.")
         self.browser_label.setWordWrap(True)
         self.export_btn = QPushButton("Export best model…")
-        self.export_btn.clicked.connect(self.export_best)
+        self.export_btn.clicked.connect(lambda: self.export_best("best"))
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(4, 4, 4, 4)
@@ -139,7 +139,8 @@ class MainWindow(QMainWindow):
         self.stop_action = QAction("■ Stop", self, triggered=self.stop_run)
         self.resume_action = QAction("⟳ Resume", self, triggered=self.resume_run)
         self.open_action = QAction("Open run folder…", self, shortcut=QKeySequence.Open, triggered=self._browse_run)
-        self.export_action = QAction("Export best model…", self, triggered=self.export_best)
+        self.export_action = QAction("Export best model…", self, triggered=lambda: self.export_best("best"))
+        self.export_final_action = QAction("Export final model…", self, triggered=lambda: self.export_best("final"))
         self.plots_action = QAction("Export plots…", self, triggered=self._browse_export_plots)
         self.about_action = QAction("About", self, triggered=self.about)
         for a in (self.run_action, self.stop_action, self.resume_action):
@@ -150,7 +151,7 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         tb.addAction(self.about_action)
         menu = self.menuBar().addMenu("&File")
-        for a in (self.open_action, self.export_action, self.plots_action):
+        for a in (self.open_action, self.export_action, self.export_final_action, self.plots_action):
             menu.addAction(a)
         menu.addSeparator()
         menu.addAction(QAction("Quit", self, shortcut=QKeySequence.Quit, triggered=self.close))
@@ -172,6 +173,7 @@ class MainWindow(QMainWindow):
         self.resume_action.setEnabled(resumable)
         has_archive = self.run_dir is not None and (self.run_dir / "model").is_dir()
         self.export_action.setEnabled(has_archive)
+        self.export_final_action.setEnabled(self.run_dir is not None and (self.run_dir / "model" / "model_final.keras").exists())
         self.export_btn.setEnabled(has_archive)
         self.panel.setEnabled(not running)
 
@@ -381,13 +383,13 @@ class MainWindow(QMainWindow):
         self._update_buttons()
         return True
 
-    def export_best(self) -> None:
+    def export_best(self, which: str = "best") -> None:
         if self.run_dir is None:
             return
         from miha_engine.cli import best_archive
 
         try:
-            src = best_archive(self.run_dir, "best")
+            src = best_archive(self.run_dir, which)
         except InputError as exc:
             self.show_error(str(exc))
             return
@@ -478,6 +480,7 @@ class MainWindow(QMainWindow):
                 self.panel.apply_config(RunConfig.from_dict(json.loads(cfg)))
             except (InputError, ValueError, TypeError):
                 pass
+        self.panel.last_dir = self.settings.value("open_dir") or None
         run_base = self.settings.value("run_base")
         if run_base:
             self.panel.run_dir.setText(str(run_base))
@@ -489,6 +492,9 @@ class MainWindow(QMainWindow):
         except InputError:
             pass
         self.settings.setValue("run_base", self.panel.run_dir.text())
+        opened = self.panel.model_path or self.panel.data_path
+        if opened is not None:
+            self.settings.setValue("open_dir", str(opened.parent))
         self.settings.sync()
 
     def closeEvent(self, event) -> None:

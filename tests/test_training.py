@@ -83,10 +83,11 @@ def test_a_model_xla_cannot_compile_still_trains():
     assert trainer.jit(model) is False
 
 
-def test_auto_turns_xla_on_unless_a_layer_declares_it_unsupported():
+def test_xla_is_opt_in_and_off_for_layers_that_declare_it_unsupported():
     import keras
 
-    trainer = Trainer(_data(), me.RunConfig(), me.CancelToken(), 0)
+    assert Trainer(_data(), me.RunConfig(), me.CancelToken(), 0).jit(dense_classifier()) is False
+    trainer = Trainer(_data(), me.RunConfig(jit_compile=True), me.CancelToken(), 0)
     assert trainer.jit(dense_classifier()) is True
     aug = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.RandomRotation(0.1), keras.layers.Flatten(),
                             keras.layers.Dense(3)])
