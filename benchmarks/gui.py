@@ -75,8 +75,13 @@ def stall_during_demo_run() -> dict:
         time.sleep(0.001)
     wall = time.perf_counter() - t0
     timer.stop()
+    for _ in range(20):
+        app.processEvents()
     stalls = sorted(g - 10.0 for g in gaps)
     w.close()
+    w.deleteLater()
+    timer.deleteLater()
+    app.processEvents()
     return {"run_wall_s": wall, "ticks": len(gaps), "longest_stall_ms": max(stalls),
             "p99_stall_ms": stalls[int(0.99 * (len(stalls) - 1))], "median_stall_ms": statistics.median(stalls),
             "plot_refreshes_per_s": refreshes[0] / wall, "status": w.state.status}
@@ -116,3 +121,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    sys.stdout.flush()
+    # PySide6 6.12 with pyqtgraph can crash in the interpreter's final garbage collection after a
+    # QApplication made in a script; everything is written by now, so leave without it.
+    os._exit(0)

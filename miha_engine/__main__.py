@@ -2,4 +2,5 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # guarded: the engine's child process (spawn) imports this module
+    sys.exit(main())

@@ -123,6 +123,10 @@ class LossPlot(_Base):
             line.setValue(step + 0.5)
         for key, b in st.branches.items():
             item = self.branches.get(key)
+            winner = st.winners.get(b.cycle) == b.member
+            signature = (len(b.steps), winner, b.branch_step)
+            if item is not None and getattr(item, "_miha_sig", None) == signature:
+                continue
             if item is None:
                 item = self.plot([], [], pen=pg.mkPen(member_color(b.member, 150), width=1.3))
                 item.setToolTip(f"cycle {b.cycle}, member {b.member}: {b.change}")
@@ -133,7 +137,7 @@ class LossPlot(_Base):
             xs = [b.branch_step, *b.steps] if start == start else list(b.steps)
             ys = [start, *ys] if start == start else list(ys)
             item.setData(np.array(xs, float), _positive(ys))
-            winner = st.winners.get(b.cycle) == b.member
+            item._miha_sig = signature
             item.setPen(pg.mkPen(member_color(b.member, 255 if winner else 140), width=3.2 if winner else 1.2))
             item.setZValue(5 if winner else 1)
         for key in [k for k in self.branches if k not in st.branches]:
@@ -225,6 +229,7 @@ class GenesPlot(pg.GraphicsLayoutWidget):
         self.plotItem = self.lr_plot  # for the CSV exporter
 
     def clear_run(self) -> None:
+        self._drawn = -1
         self.lr.setData([], [])
         self.bs.setData([], [])
         for t in self.labels:
@@ -252,6 +257,9 @@ class GenesPlot(pg.GraphicsLayoutWidget):
         return path
 
     def refresh(self, st: RunState) -> None:
+        if len(st.main_steps) == getattr(self, "_drawn", -1):
+            return  # nothing new on the lineage: skip rebuilding the labels
+        self._drawn = len(st.main_steps)
         steps = np.array(st.main_steps, float)
         genes = st.main_genes
         lr = np.array([g.get("learning_rate", np.nan) for g in genes], float)

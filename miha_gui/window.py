@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from miha_engine import events as ev
 from miha_engine.config import RunConfig
 from miha_engine.errors import InputError
+from miha_engine.process import Job
 from miha_engine.state import RunState, replay
 
 from . import resources
@@ -211,13 +212,8 @@ class MainWindow(QMainWindow):
         from miha_engine.runner import default_run_dir
 
         run_dir = default_run_dir(self.panel.run_dir.text() or "runs")
-        model_path, data_path, unsafe = self.panel.model_path, self.panel.data_path, self.panel.unsafe.isChecked()
-
-        def job(listener, cancel):
-            from miha_engine.runner import run
-
-            return run(str(model_path), str(data_path), config, run_dir=run_dir, listeners=[listener],
-                       cancel=cancel, unsafe_model=unsafe)
+        job = Job("run", {"model": str(self.panel.model_path), "data": str(self.panel.data_path), "config": config,
+                          "run_dir": str(run_dir), "unsafe_model": self.panel.unsafe.isChecked()})
 
         self._clear_run()
         self._set_run_dir(run_dir, create_later=True)
@@ -230,11 +226,7 @@ class MainWindow(QMainWindow):
         if self.running or self.run_dir is None:
             return False
         run_dir = self.run_dir
-
-        def job(listener, cancel):
-            from miha_engine.runner import resume
-
-            return resume(run_dir, listeners=[listener], cancel=cancel)
+        job = Job("resume", {"run_dir": str(run_dir)})
 
         self.state = replay(run_dir)
         self.log_line(f"resuming {run_dir}")

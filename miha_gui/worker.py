@@ -1,25 +1,21 @@
-"""The engine on a worker thread: a thin QObject moved to a QThread the window owns.
+"""The engine behind the window: a thin QObject on a QThread that drives a child process.
 
-Engine events arrive on the worker thread; they are re-emitted as Qt signals, which Qt queues to
-slots on the GUI thread.  The worker touches no widget.  It turns every exception into ``failed``
-and always emits ``finished``.
+The child process trains (TensorFlow never runs in the app's process during a run, so it never holds
+the GUI's GIL); the worker thread relays the child's events as Qt signals, which Qt queues to slots on
+the GUI thread.  The worker touches no widget.  It turns every failure into ``failed`` and always
+emits ``finished``.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
-from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from miha_engine.errors import InputError, MihaError
-from miha_engine.training import CancelToken
+from miha_engine.process import EngineProcess, Job
 
 #: Every thread the app started, so tests can fail when one is left running.
 LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
-
-Job = Callable[[Callable[[Any], None], CancelToken], Any]
 
 
 class EngineWorker(QObject):
@@ -30,20 +26,18 @@ class EngineWorker(QObject):
 
     def __init__(self, job: Job):
         super().__init__()
-        self._job = job
-        self.cancel = CancelToken()
+        self.engine = EngineProcess(job)
+        self.cancel = self.engine.cancel
 
     @Slot()
     def run(self) -> None:
         try:
-            result = self._job(self.event.emit, self.cancel)
-            self.done.emit(result)
-        except InputError as exc:
-            self.failed.emit(str(exc), True)
-        except MihaError as exc:
-            self.failed.emit(str(exc), False)
-        except MemoryError:
-            self.failed.emit("out of memory: use a smaller batch size, model or dataset", False)
+            self.engine.start()
+            outcome = self.engine.pump(self.event.emit)
+            if outcome[0] == "done":
+                self.done.emit(outcome[1])
+            else:
+                self.failed.emit(outcome[1], bool(outcome[2]))
         except Exception as exc:  # noqa: BLE001 - the app must stay usable
             self.failed.emit(f"unexpected error: {type(exc).__name__}: {exc}", False)
         finally:
@@ -51,7 +45,7 @@ class EngineWorker(QObject):
 
 
 def start_worker(parent: QObject, job: Job) -> tuple[QThread, EngineWorker]:
-    """Create a QThread owned by ``parent``, move a worker onto it and start it."""
+    """Create a QThread owned by ``parent``, move a worker onto it (not started yet)."""
     thread = QThread(parent)
     thread.setObjectName("miha-engine")
     worker = EngineWorker(job)

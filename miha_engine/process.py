@@ -1,0 +1,92 @@
+"""Run the engine in a child process and stream its events back through a queue.
+
+The app uses this so that TensorFlow's work never competes with the GUI thread for Python's GIL:
+tracing a new model or saving an archive can hold the GIL for hundreds of milliseconds, which froze
+the window for up to 0.4 s when the engine ran in a thread of the app's own process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_module
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InputError, MihaError
+from .training import CancelToken
+
+
+class ProcessCancelToken(CancelToken):
+    """A cancel token backed by a multiprocessing Event, shared with the child."""
+
+    def __init__(self, event) -> None:  # noqa: D107 - the parent class documents it
+        self._event = event
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to run: ``kind`` is "run" or "resume"; ``kwargs`` go to :func:`miha_engine.run` /
+    :func:`miha_engine.resume` (plain picklable values: paths, a RunConfig, flags)."""
+
+    kind: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _child(job: Job, out, cancel_event) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from . import runner
+
+        fn = {"run": runner.run, "resume": runner.resume}[job.kind]
+        result = fn(**job.kwargs, listeners=[out.put], cancel=ProcessCancelToken(cancel_event))
+        out.put(("done", result))
+    except InputError as exc:
+        out.put(("failed", str(exc), True))
+    except MihaError as exc:
+        out.put(("failed", str(exc), False))
+    except MemoryError:
+        out.put(("failed", "out of memory: use a smaller batch size, model or dataset", False))
+    except BaseException as exc:  # noqa: BLE001 - everything becomes a message for the parent
+        out.put(("failed", f"unexpected error: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}", False))
+
+
+class EngineProcess:
+    """Start a job in a spawned child process; ``pump`` delivers its messages."""
+
+    def __init__(self, job: Job):
+        ctx = mp.get_context("spawn")
+        self.queue = ctx.Queue()
+        self.cancel_event = ctx.Event()
+        self.cancel = ProcessCancelToken(self.cancel_event)
+        self.process = ctx.Process(target=_child, args=(job, self.queue, self.cancel_event), daemon=True,
+                                   name="miha-engine")
+
+    def start(self) -> None:
+        self.process.start()
+
+    def pump(self, on_event: Callable[[Any], None], timeout: float = 0.1):
+        """Wait for the job to end, passing each event to ``on_event``.
+
+        Returns:
+            ("done", result) or ("failed", message, is_input_error).
+        """
+        while True:
+            try:
+                msg = self.queue.get(timeout=timeout)
+            except queue_module.Empty:
+                if not self.process.is_alive():
+                    try:  # the last messages may still be in the pipe
+                        msg = self.queue.get(timeout=1.0)
+                    except queue_module.Empty:
+                        code = self.process.exitcode
+                        return ("failed", f"the engine process ended unexpectedly (exit code {code}); "
+                                "the run folder keeps everything saved so far: press Resume to continue", False)
+                else:
+                    continue
+            if isinstance(msg, tuple) and msg and msg[0] in ("done", "failed"):
+                self.process.join(timeout=30)
+                return msg
+            on_event(msg)
