@@ -103,7 +103,7 @@ def main() -> None:
     section = "\n".join([
         "## The app's responsiveness",
         "",
-        "`python benchmarks/gui.py` (offscreen Qt, 2 cores, while a demo run trains in the worker thread).",
+        "`python benchmarks/gui.py` (offscreen Qt, 2 cores, while a demo run trains in the engine's child process).",
         "",
         "| measure | value | target |",
         "|---|---|---|",

@@ -129,6 +129,10 @@ def _pick(found: dict[str, np.ndarray], source: str, available: list[str]) -> Da
 
 
 def _load_npz(path: Path, source: str) -> Dataset:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"{source}: not a valid .npz file (not a zip archive); save the arrays with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = list(npz.files)
