@@ -47,6 +47,30 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _seq(name: str, value: Any, kind: type, length: int | None = None) -> tuple:
+    """A list/tuple of ``kind`` values (of ``length`` items), or a ConfigError naming the field."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name} must be a list, got {value!r}")
+    if length is not None and len(value) != length:
+        raise ConfigError(f"{name} must have {length} items (low, high), got {value!r}")
+    out = []
+    for v in value:
+        if kind is str:
+            ok = isinstance(v, str)
+        else:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if kind is int:
+                ok = ok and float(v).is_integer()
+        if not ok:
+            raise ConfigError(f"{name} must hold {kind.__name__} values, got {v!r}")
+        out.append(kind(v))
+    return tuple(out)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Which genes may mutate, and to what.
@@ -68,14 +92,12 @@ class SearchSpace:
     lr_factors: tuple[float, ...] = (0.5, 0.8, 1.25, 2.0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kinds", tuple(self.kinds))
-        object.__setattr__(self, "optimizers", tuple(o.lower() for o in self.optimizers))
-        object.__setattr__(self, "hidden_activations", tuple(self.hidden_activations))
-        object.__setattr__(self, "batch_size_range", tuple(int(b) for b in self.batch_size_range))
-        object.__setattr__(
-            self, "learning_rate_range", tuple(float(v) for v in self.learning_rate_range)
-        )
-        object.__setattr__(self, "lr_factors", tuple(float(v) for v in self.lr_factors))
+        object.__setattr__(self, "kinds", _seq("search.kinds", self.kinds, str))
+        object.__setattr__(self, "optimizers", tuple(o.lower() for o in _seq("search.optimizers", self.optimizers, str)))
+        object.__setattr__(self, "hidden_activations", _seq("search.hidden_activations", self.hidden_activations, str))
+        object.__setattr__(self, "batch_size_range", _seq("search.batch_size_range", self.batch_size_range, int, 2))
+        object.__setattr__(self, "learning_rate_range", _seq("search.learning_rate_range", self.learning_rate_range, float, 2))
+        object.__setattr__(self, "lr_factors", _seq("search.lr_factors", self.lr_factors, float))
         for kind in self.kinds:
             _check(kind in GENE_KINDS, f"search: unknown gene kind {kind!r}; choose from {', '.join(GENE_KINDS)}")
         _check(len(self.kinds) > 0, "search: the search space is empty; enable at least one of " + ", ".join(GENE_KINDS))
@@ -156,30 +178,41 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.search, dict):
             object.__setattr__(self, "search", SearchSpace.from_dict(self.search))
+        _check(isinstance(self.search, SearchSpace), f"search must be a table of options, got {self.search!r}")
+        for name in ("crossover", "control_member", "drop_intermediate"):
+            _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+               f"seed must be a whole number >= 0, got {self.seed!r}")
+        _check(_number(self.validation_split), f"validation_split must be a number in [0, 1), got {self.validation_split!r}")
+        _check(_number(self.fitness_slope_weight) and self.fitness_slope_weight >= 0,
+               f"fitness_slope_weight must be a number >= 0, got {self.fitness_slope_weight!r}")
+        for name in ("loss", "optimizer"):
+            _check(getattr(self, name) is None or isinstance(getattr(self, name), str),
+                   f"{name} must be a name, got {getattr(self, name)!r}")
         for name in ("runup_epochs", "candidate_epochs", "fixing_epochs", "cycles"):
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                    f"{name} must be a whole number >= 0, got {value!r}")
         _check(self.candidate_epochs >= 1, f"candidate_epochs (n) must be >= 1, got {self.candidate_epochs}")
         p = self.population_size
-        _check(isinstance(p, int) and p >= 1, f"population_size must be >= 1, got {p!r}")
+        _check(isinstance(p, int) and not isinstance(p, bool) and p >= 1, f"population_size must be >= 1, got {p!r}")
         if self.crossover:
             _check(p >= 2, "crossover needs population_size >= 2")
         if self.control_member:
             _check(p >= 2, "a control member needs population_size >= 2 (one control, one mutant)")
         if self.batch_size is not None:
-            _check(isinstance(self.batch_size, int) and self.batch_size >= 1,
+            _check(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
                    f"batch_size must be >= 1, got {self.batch_size!r}")
-        _check(self.crossover_weights in ("fitter", "average"),
+        _check(isinstance(self.crossover_weights, str) and self.crossover_weights in ("fitter", "average"),
                f"crossover_weights must be 'fitter' or 'average', got {self.crossover_weights!r}")
-        _check(self.fitness in FITNESS_FORMULAS,
+        _check(isinstance(self.fitness, str) and self.fitness in FITNESS_FORMULAS,
                f"fitness must be one of {', '.join(FITNESS_FORMULAS)}, got {self.fitness!r}")
         _check(0.0 <= self.validation_split < 1.0,
                f"validation_split must be in [0, 1), got {self.validation_split}")
         spe = self.steps_per_execution
-        _check(spe == "auto" or (isinstance(spe, int) and spe >= 1),
+        _check(spe == "auto" or (isinstance(spe, int) and not isinstance(spe, bool) and spe >= 1),
                f"steps_per_execution must be 'auto' or an int >= 1, got {spe!r}")
-        _check(self.jit_compile in ("auto", True, False),
+        _check(isinstance(self.jit_compile, (str, bool)) and self.jit_compile in ("auto", True, False),
                f"jit_compile must be 'auto', true or false, got {self.jit_compile!r}")
 
     @property

@@ -247,6 +247,9 @@ def validate(dataset: Dataset, input_shape, output_shape, task: str) -> None:
             raise DatasetError(f"{src}: '{xn}' is empty; a dataset needs at least one sample")
         if len(x) != len(y):
             raise DatasetError(f"{src}: '{xn}' has {len(x)} samples but '{yn}' has {len(y)}; they must be equal")
+        if x.size == 0 or y.size == 0:
+            empty = xn if x.size == 0 else yn
+            raise DatasetError(f"{src}: the samples of '{empty}' hold no values (shape {_fmt(x.shape if x.size == 0 else y.shape)})")
         want = tuple(input_shape[1:])
         got = tuple(x.shape[1:])
         if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):

@@ -278,7 +278,18 @@ class _Run:
             self._train_main("fixing", cycle, cfg.fixing_epochs)
         self._save(self.model, self.folder.model_path(str(cycle)), f"main model after cycle {cycle}")
         self._checkpoint(cycle)
+        if cfg.drop_intermediate:
+            self._drop_as_we_go(cycle)
         gc.collect()
+
+    def _drop_as_we_go(self, cycle: int) -> None:
+        """With drop_intermediate, free space after each checkpoint: this cycle's members and the
+        previous main archives are no longer needed (resume starts from model_<cycle>)."""
+        for p in self.folder.population_dir.glob(f"{cycle}_*_model.keras"):
+            p.unlink(missing_ok=True)
+        previous = ["source", "init"] + [str(c) for c in range(1, cycle)]
+        for name in previous:
+            self.folder.model_path(name).unlink(missing_ok=True)
 
     def _crossover(self, cycle, ancestor: Genes, best, curves, decision: str):
         """Child of the two fittest: the ancestor's genes with both mutations, the fitter parent's
@@ -359,6 +370,26 @@ class _Run:
             raise
 
 
+def archive_count(config: RunConfig) -> int:
+    """Archives a run writes: source, init, one per member, one per cycle, final."""
+    return 3 + config.cycles * (config.population_size + 1)
+
+
+def disk_space_warning(root: Path, model, config: RunConfig) -> str | None:
+    """A sentence with the numbers when the run's archives may not fit on the disk."""
+    import shutil
+
+    # weights plus up to two optimizer slots per weight, float32, plus the archive's config
+    per_archive = int(model.count_params()) * 4 * 3 + 64_000
+    peak = per_archive * (archive_count(config) if not config.drop_intermediate else config.population_size + 3)
+    free = shutil.disk_usage(root).free
+    if peak > free:
+        return (f"the run will write {archive_count(config)} archives of about {per_archive / 1e6:.1f} MB "
+                f"({peak / 1e6:.0f} MB in all) but only {free / 1e6:.0f} MB are free on {root}; free some "
+                "space, choose another run folder, or use fewer cycles or a smaller population")
+    return None
+
+
 def run(
     model,
     data: Dataset | str | Path | tuple,
@@ -417,6 +448,9 @@ def run(
     def body() -> RunResult:
         r.emit(ev.RunStarted(run_dir=str(folder.root), config=config.to_dict(), total_epochs=config.total_epochs,
                              lineage_epochs=config.lineage_epochs, genes=r.genes.to_dict()))
+        warning = disk_space_warning(folder.root, model, config)
+        if warning:
+            r.note(warning)
         for n in r.layer_notes:
             r.note(n)
         r.start_pool(model, r.genes)

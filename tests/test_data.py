@@ -95,3 +95,35 @@ def test_legacy_h5_model_loads_and_runs(tmp_path, small_digits):
     cfg = me.RunConfig(runup_epochs=1, candidate_epochs=1, fixing_epochs=0, cycles=1, population_size=2)
     res = me.run(path, me.from_arrays(x, y, x_test=xt, y_test=yt), cfg, run_dir=tmp_path / "run")
     assert res.status == "finished" and res.final_model.exists()
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.keras", b"", "is empty"),
+        ("notes.txt", b"hello", "unknown model format"),
+        ("broken.h5", b"GIF89a....", "not an HDF5 file"),
+        ("broken.keras", b"PK\x03\x04 truncated zip", "not a Keras archive|corrupt"),
+    ],
+)
+def test_bad_model_files_say_what_is_wrong(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(me.ModelLoadError, match=message):
+        me.load_model(path)
+
+
+def test_unregistered_custom_layer_is_explained(tmp_path):
+    import keras
+
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    model = keras.Sequential([keras.Input((4,)), Doubler(), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    with pytest.raises(me.ModelLoadError, match="custom layer") as info:
+        me.load_model(path)
+    assert "register_keras_serializable" in str(info.value)

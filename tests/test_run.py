@@ -172,3 +172,55 @@ def test_bad_inputs_raise_typed_errors_before_training(tmp_path, small_digits):
     with pytest.raises(me.RunFolderError, match="is a file"):
         me.run(dense_classifier(), (x, y), TINY, run_dir=tmp_path / "file")
     assert len(list(read_events(tmp_path / "nothing.jsonl"))) == 0
+
+
+def test_drop_intermediate_frees_space_as_it_goes(tmp_path, ds):
+    seen = []
+    root = tmp_path / "run"
+
+    def listener(e):
+        if isinstance(e, ev.CycleDone) and e.cycle == 2:
+            seen.append(sorted(p.name for p in root.rglob("*.keras")))
+
+    me.run(dense_classifier(), ds, TINY.replace(cycles=3, drop_intermediate=True), run_dir=root, listeners=[listener])
+    # when cycle 2's winner is chosen, cycle 1's members and the archives before model_1 are gone
+    assert seen and "model_1.keras" in seen[0] and "model_init.keras" not in seen[0]
+    assert not any(n.startswith("1_") for n in seen[0])
+
+
+def test_disk_space_is_checked_before_a_run(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from miha_engine.runner import archive_count, disk_space_warning
+
+    model = dense_classifier()
+    cfg = TINY.replace(cycles=10, population_size=5)
+    assert archive_count(cfg) == 3 + 10 * 6
+    assert disk_space_warning(tmp_path, model, cfg) is None
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
+    text = disk_space_warning(tmp_path, model, cfg)
+    assert "63 archives" in text and "free" in text and "fewer cycles" in text
+
+
+def test_main_line_divergence_stops_with_a_clear_status(tmp_path, small_digits):
+    import keras
+
+    x, y, _, _ = small_digits
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(1, name="o")])
+    model.compile(keras.optimizers.SGD(1e5), "mse")
+    with pytest.raises(me.DivergedError, match="NaN/inf during the runup phase"):
+        me.run(model, (x, y.astype("float32")), TINY, run_dir=tmp_path / "r")
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["status"] == "failed" and "last good archive" in info["error"]
+    assert (tmp_path / "r" / "model" / "model_source.keras").exists()
+
+
+def test_folder_that_holds_a_run_or_sits_under_a_file_is_refused(tmp_path, ds):
+    me.run(dense_classifier(), ds, TINY.replace(cycles=0), run_dir=tmp_path / "done")
+    with pytest.raises(me.RunFolderError, match="already holds a run"):
+        me.run(dense_classifier(), ds, TINY, run_dir=tmp_path / "done")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(me.RunFolderError, match="not writable"):
+        me.run(dense_classifier(), ds, TINY, run_dir=tmp_path / "afile" / "sub")
