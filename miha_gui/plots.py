@@ -93,6 +93,10 @@ class LossPlot(_Base):
         for item in (self.main, self.val):
             item.setClipToView(True)
             item.setDownsampling(auto=True, method="peak")
+        self.hint = pg.TextItem("Load a model and a dataset, then press Run:\nthe loss of every epoch appears here.",
+                                color="#868e96", anchor=(0.5, 0.5))
+        self.hint.setPos(0.5, 0.5)
+        self.addItem(self.hint)
 
     def clear_run(self) -> None:
         for item in self.branches.values():
@@ -103,6 +107,7 @@ class LossPlot(_Base):
         self.borders.clear()
         self.main.setData([], [])
         self.val.setData([], [])
+        self.hint.setVisible(True)
 
     def _main_value_at(self, st: RunState, step: int, use_val: bool) -> float:
         if step <= 0 or step > len(st.main_steps):
@@ -112,6 +117,7 @@ class LossPlot(_Base):
         return arr[idx] if idx < len(arr) else math.nan
 
     def refresh(self, st: RunState) -> None:
+        self.hint.setVisible(not st.main_steps and not st.branches)
         self.main.setData(np.array(st.main_steps, float), _positive(st.main_losses))
         has_val = any(v == v for v in st.main_val_losses)
         self.val.setData(np.array(st.main_steps, float) if has_val else [], _positive(st.main_val_losses) if has_val else [])
