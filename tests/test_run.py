@@ -224,3 +224,20 @@ def test_folder_that_holds_a_run_or_sits_under_a_file_is_refused(tmp_path, ds):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(me.RunFolderError, match="not writable"):
         me.run(dense_classifier(), ds, TINY, run_dir=tmp_path / "afile" / "sub")
+
+
+def test_when_every_member_diverges_the_cycle_keeps_the_parent(tmp_path, small_digits):
+    import keras
+
+    x, y, _, _ = small_digits
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1, name="o")])
+    model.compile("adam", "mse")
+    space = me.SearchSpace(kinds=("optimizer",), optimizers=("sgd",), learning_rate_range=(1e6, 1e7))
+    cfg = TINY.replace(cycles=1, population_size=2, search=space)
+    res, events = _run(tmp_path, (x, y.astype("float32")), cfg, model=model)
+    done = [e for e in events if isinstance(e, ev.CycleDone)][0]
+    assert done.winner == -1 and "every member diverged" in done.decision
+    assert done.genes["optimizer"] == "adam"  # the parent's genes carry on
+    assert res.status == "finished" and np.isfinite(res.history[-1]["loss"])
+    # no member epochs joined the lineage for that cycle
+    assert [r["phase"] for r in res.history] == ["runup", "fixing", "final"]
