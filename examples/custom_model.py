@@ -31,6 +31,6 @@ def show(event):
 result = me.run(model, data, config, run_dir=None, listeners=[show])
 print("status:", result.status, "| run folder:", result.run_dir)
 print("final genes:", result.genes.short(), dict(result.genes.activations))
-print("test accuracy: initial %.3f -> final %.3f" % (result.test_metrics["initial"]["accuracy"],
-                                                     result.test_metrics["final"]["accuracy"]))
+test = result.test_metrics
+print(f"test accuracy: initial {test['initial']['accuracy']:.3f} -> final {test['final']['accuracy']:.3f}")
 trained = me.load_model(result.final_model)  # a ready-to-use Keras model

@@ -7,8 +7,9 @@ another thread, or write them as one JSON line each (``events.jsonl``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

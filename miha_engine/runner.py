@@ -23,7 +23,7 @@ from . import events as ev
 from .config import RunConfig
 from .data import Dataset, from_arrays, load_dataset, validate
 from .errors import Cancelled, DivergedError, InputError, MihaError, RunFolderError
-from .fitness import WORST, fitness, ranking
+from .fitness import fitness
 from .genes import Genes
 from .mutation import combine, mutate
 from .runlog import RunFolder

@@ -23,7 +23,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from miha_engine.config import GENE_KINDS, HIDDEN_ACTIVATIONS, OPTIMIZER_DEFAULT_LR, RunConfig, SearchSpace
+from miha_engine.config import (
+    GENE_KINDS,
+    HIDDEN_ACTIVATIONS,
+    OPTIMIZER_DEFAULT_LR,
+    RunConfig,
+    SearchSpace,
+)
 from miha_engine.data import Dataset, load_dataset, validate
 from miha_engine.errors import InputError
 

@@ -33,3 +33,18 @@ def ds(small_digits):
 
     x, y, xt, yt = small_digits
     return from_arrays(x, y, x_test=xt, y_test=yt)
+
+
+@pytest.fixture
+def files(tmp_path, small_digits):
+    """The small digits as an .npz file (with a test split) and a saved compiled FNN."""
+    import numpy as np
+
+    from miha_engine.testing import dense_classifier
+
+    x, y, xt, yt = small_digits
+    data = tmp_path / "digits.npz"
+    np.savez(data, x=x, y=y, x_test=xt, y_test=yt)
+    model = tmp_path / "fnn.keras"
+    dense_classifier().save(model)
+    return model, data

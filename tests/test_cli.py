@@ -12,24 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from miha_engine.testing import dense_classifier
-
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
 
 def miha(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "miha_engine", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=ENV)
-
-
-@pytest.fixture
-def files(tmp_path, small_digits):
-    x, y, xt, yt = small_digits
-    data = tmp_path / "digits.npz"
-    np.savez(data, x=x, y=y, x_test=xt, y_test=yt)
-    model = tmp_path / "fnn.keras"
-    dense_classifier().save(model)
-    return model, data
 
 
 def _one_clear_line(proc):

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 
 from miha_engine.runlog import RunFolder
@@ -20,14 +19,6 @@ from miha_engine.testing import dense_classifier
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 M, N, K, C, P = 2, 2, 1, 3, 3
 LINEAGE = 2 * M + C * (N + K)
-
-
-@pytest.fixture
-def files(tmp_path, small_digits):
-    x, y, xt, yt = small_digits
-    np.savez(tmp_path / "d.npz", x=x, y=y, x_test=xt, y_test=yt)
-    dense_classifier().save(tmp_path / "m.keras")
-    return tmp_path / "m.keras", tmp_path / "d.npz"
 
 
 def _kill_when(run_dir, model, data, condition, timeout=180):

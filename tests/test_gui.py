@@ -31,18 +31,6 @@ def no_thread_left_running():
 
 
 @pytest.fixture
-def files(tmp_path, small_digits):
-    from miha_engine.testing import dense_classifier
-
-    x, y, xt, yt = small_digits
-    data = tmp_path / "digits.npz"
-    np.savez(data, x=x, y=y, x_test=xt, y_test=yt)
-    model = tmp_path / "fnn.keras"
-    dense_classifier().save(model)
-    return model, data
-
-
-@pytest.fixture
 def win(qtbot, tmp_path):
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
     w = window_module.MainWindow(settings)

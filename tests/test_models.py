@@ -14,12 +14,17 @@ def _trained(model, x, y):
     return model
 
 
+def _setup(model, y):
+    """The compile spec, activation slots and initial genes the runner derives from a model."""
+    spec = mdl.compile_spec(model, RunConfig())
+    choices, notes = mdl.activation_choices(model, spec, RunConfig(), y)
+    return spec, choices, mdl.initial_genes(model, spec, RunConfig(), choices), notes
+
+
 def test_rebuild_changes_activation_and_keeps_every_weight(small_digits):
     x, y, _, _ = small_digits
     model = _trained(dense_classifier(), x, y)
-    spec = mdl.compile_spec(model, RunConfig())
-    choices, _ = mdl.activation_choices(model, spec, RunConfig(), y)
-    genes = mdl.initial_genes(model, spec, RunConfig(), choices)
+    spec, choices, genes, _ = _setup(model, y)
     new_genes = genes.with_activation("hidden", "elu")
     child = mdl.build_member(model, genes, new_genes, spec, 4, "auto")
     assert child.get_layer("hidden").get_config()["activation"] == "elu"
@@ -32,9 +37,7 @@ def test_rebuild_changes_activation_and_keeps_every_weight(small_digits):
 def test_optimizer_state_is_carried_exactly(small_digits):
     x, y, _, _ = small_digits
     model = _trained(dense_classifier(), x, y)
-    spec = mdl.compile_spec(model, RunConfig())
-    choices, _ = mdl.activation_choices(model, spec, RunConfig(), y)
-    genes = mdl.initial_genes(model, spec, RunConfig(), choices)
+    spec, choices, genes, _ = _setup(model, y)
     child = mdl.build_member(model, genes, genes.replace(learning_rate=5e-4), spec, 1, False)
     src, dst = model.optimizer.variables, child.optimizer.variables
     assert int(np.asarray(child.optimizer.iterations)) == int(np.asarray(model.optimizer.iterations)) > 0
@@ -106,9 +109,7 @@ def test_safe_save_load_round_trip(tmp_path, small_digits):
 def test_pool_reuses_compiled_models_and_restores_state_exactly(small_digits):
     x, y, _, _ = small_digits
     model = _trained(dense_classifier(), x, y)
-    spec = mdl.compile_spec(model, RunConfig())
-    choices, _ = mdl.activation_choices(model, spec, RunConfig(), y)
-    genes = mdl.initial_genes(model, spec, RunConfig(), choices)
+    spec, choices, genes, _ = _setup(model, y)
     pool = mdl.ModelPool(model, genes, spec, 4, "auto", max_size=2)
     parent = mdl.snapshot(model, genes)
     a = pool.get(genes.replace(learning_rate=2e-3))
