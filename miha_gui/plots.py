@@ -51,6 +51,35 @@ def export_svg(widget, path: Path) -> Path:
     return path
 
 
+def _patch_pyqtgraph_svg_exporter() -> None:
+    """Make the plots' right-click Export… → SVG work on Qt ≥ 6.10 too (pyqtgraph #3495): when
+    pyqtgraph's own SVG writer fails, render the plot through QSvgGenerator instead."""
+    from pyqtgraph.exporters.SVGExporter import SVGExporter
+
+    if getattr(SVGExporter, "_miha_patched", False):
+        return
+    original = SVGExporter.export
+
+    def export(self, fileName=None, toBytes=False, copy=False):
+        try:
+            return original(self, fileName=fileName, toBytes=toBytes, copy=copy)
+        except ValueError:
+            if not fileName:
+                raise
+            item = self.item
+            scene = item.scene() if hasattr(item, "scene") and callable(item.scene) else item
+            views = scene.views() if scene is not None else []
+            if not views:
+                raise
+            return export_svg(views[0], Path(fileName))
+
+    SVGExporter.export = export
+    SVGExporter._miha_patched = True
+
+
+_patch_pyqtgraph_svg_exporter()
+
+
 def _nanfree(values) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
 

@@ -230,3 +230,12 @@ def test_window_does_not_import_tensorflow_until_needed():
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
 
 
+
+
+def test_right_click_svg_export_works(qtbot, win, tmp_path):
+    import pyqtgraph.exporters as ex
+
+    win.loss_plot.main.setData([1.0, 2.0, 3.0], [1.0, 0.5, 0.3])
+    out = tmp_path / "loss.svg"
+    ex.SVGExporter(win.loss_plot.plotItem).export(fileName=str(out))
+    assert out.read_text().lstrip().startswith("<?xml") and "<svg" in out.read_text()
