@@ -37,6 +37,14 @@ HIDDEN_ACTIVATIONS: tuple[str, ...] = (
     "mish",
 )
 
+#: Activations Keras knows by name; a layer whose activation is not one of these is left alone.
+KNOWN_ACTIVATIONS = {
+    "relu", "elu", "selu", "gelu", "silu", "swish", "tanh", "sigmoid", "hard_sigmoid", "leaky_relu",
+    "softplus", "softsign", "mish", "linear", "softmax", "relu6", "exponential", "hard_silu",
+    "hard_swish", "log_softmax", "celu", "glu", "tanh_shrink", "hard_tanh", "sparse_plus",
+    "sparsemax", "squareplus", "soft_shrink", "hard_shrink", "threshold", "log_sigmoid",
+}
+
 GENE_KINDS: tuple[str, ...] = ("optimizer", "activation", "batch_size", "learning_rate")
 
 FITNESS_FORMULAS: tuple[str, ...] = ("log_slope", "original")
@@ -110,6 +118,9 @@ class SearchSpace:
             _check(len(self.optimizers) >= 1, "search: optimizer mutation is on but no optimizer is allowed")
         if "activation" in self.kinds:
             _check(len(self.hidden_activations) >= 1, "search: activation mutation is on but no activation is allowed")
+        unknown_acts = [a for a in self.hidden_activations if a not in KNOWN_ACTIVATIONS]
+        _check(not unknown_acts, f"search: unknown activation(s) {', '.join(unknown_acts)}; choose from "
+               f"{', '.join(sorted(KNOWN_ACTIVATIONS - {'softmax', 'log_softmax', 'linear'}))}")
         lo, hi = self.batch_size_range
         _check(1 <= lo <= hi, f"search: batch_size_range must be 1 <= low <= high, got {lo}..{hi}")
         lo_lr, hi_lr = self.learning_rate_range

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import weakref
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,20 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .config import OPTIMIZER_DEFAULT_LR, RunConfig
+from .config import KNOWN_ACTIVATIONS, OPTIMIZER_DEFAULT_LR, RunConfig
 from .errors import ModelLoadError
 from .genes import Genes
 from .runlog import temp_archive_path
 
 _TF_CONFIGURED: dict[str, Any] = {}
 
-#: Activations we know by name; a layer whose activation is not one of these is left alone.
-KNOWN_ACTIVATIONS = {
-    "relu", "elu", "selu", "gelu", "silu", "swish", "tanh", "sigmoid", "hard_sigmoid", "leaky_relu",
-    "softplus", "softsign", "mish", "linear", "softmax", "relu6", "exponential", "hard_silu",
-    "hard_swish", "log_softmax", "celu", "glu", "tanh_shrink", "hard_tanh", "sparse_plus",
-    "sparsemax", "squareplus", "soft_shrink", "hard_shrink", "threshold", "log_sigmoid",
-}
 
 
 def configure_tensorflow() -> str:
@@ -600,10 +594,18 @@ def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | Non
                 v.assign(a)
             carried = True
     if not carried:
-        for v in opt.variables:
-            v.assign(np.zeros(tuple(v.shape), dtype=v.dtype))
+        fresh = _FRESH_OPTIMIZER.get(model)
+        if fresh is None or len(fresh) != len(opt.variables):
+            fresh = [np.zeros(tuple(v.shape), dtype=v.dtype) for v in opt.variables]
+        for v, a in zip(opt.variables, fresh):
+            v.assign(a)
     opt.learning_rate = float(genes.learning_rate)
     return carried
+
+
+#: Each pooled model's optimizer variables as first built (Adagrad's accumulators start at 0.1,
+#: Nadam's u_product at 1): a reset to "a fresh optimizer" restores these, not zeros.
+_FRESH_OPTIMIZER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class ModelPool:
@@ -640,6 +642,7 @@ class ModelPool:
             model.compile(optimizer=opt, loss=self.spec.loss, metrics=self.spec.metrics,
                           steps_per_execution=self.spe, jit_compile=self.jit)
             opt.build(model.trainable_variables)
+            _FRESH_OPTIMIZER[model] = [np.array(v.numpy(), copy=True) for v in opt.variables]
             self.built += 1
         else:
             self.reused += 1

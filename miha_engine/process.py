@@ -10,6 +10,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_module
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,8 +37,19 @@ class Job:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _child(job: Job, out, cancel_event) -> None:
+def _watch_parent(cancel_event, parent: int) -> None:
+    """Cancel the run if the app dies: an orphaned engine would go on writing the run folder."""
+    while not cancel_event.is_set():
+        if os.getppid() != parent:
+            cancel_event.set()
+            return
+        time.sleep(0.5)
+
+
+def _child(job: Job, out, cancel_event, parent: int | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(cancel_event, parent), daemon=True).start()
     try:
         from . import runner
 
@@ -61,8 +74,8 @@ class EngineProcess:
         self.queue = ctx.Queue()
         self.cancel_event = ctx.Event()
         self.cancel = ProcessCancelToken(self.cancel_event)
-        self.process = ctx.Process(target=_child, args=(job, self.queue, self.cancel_event), daemon=True,
-                                   name="miha-engine")
+        self.process = ctx.Process(target=_child, args=(job, self.queue, self.cancel_event, os.getpid()),
+                                   daemon=True, name="miha-engine")
 
     def start(self) -> None:
         self.process.start()
@@ -90,3 +103,9 @@ class EngineProcess:
                 self.process.join(timeout=30)
                 return msg
             on_event(msg)
+
+    def terminate(self) -> None:
+        """Last resort when the child does not stop: end it (the run folder stays resumable)."""
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=10)

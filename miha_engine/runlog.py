@@ -266,6 +266,19 @@ class RunFolder:
                         except OSError:
                             pass
 
+    def repair_journal(self) -> None:
+        """Cut a torn last line (a kill or a full disk mid-write) so the next event starts clean."""
+        path = self.events_path
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            with open(path, "r+b") as fh:
+                fh.truncate(keep)
+                fh.flush()
+                os.fsync(fh.fileno())
+
     def drop_intermediate(self) -> None:
         """Delete every archive but model_final.keras; logs stay."""
         if self.population_dir.is_dir():

@@ -131,6 +131,24 @@ class _Run:
         self.layer_notes = layer_notes
         self.trainer = Trainer(data, cfg, self.cancel, cfg.seed)
 
+    def search_context(self) -> dict[str, Any]:
+        """What resume needs to mutate exactly as the original run would: the activation slots and
+        the user's optimizer settings, both taken from the model as first given."""
+        import keras
+
+        template = self.spec.optimizer_template
+        return {"choices": {p: list(a) for p, a in self.choices.items()},
+                "optimizer_template": keras.saving.serialize_keras_object(template) if template is not None else None}
+
+    def restore_search_context(self, context: dict[str, Any] | None) -> None:
+        if not context:
+            return
+        import keras
+
+        self.choices = {p: tuple(a) for p, a in context.get("choices", {}).items()}
+        template = context.get("optimizer_template")
+        self.spec.optimizer_template = keras.saving.deserialize_keras_object(template) if template else None
+
     def start_pool(self, model, genes: Genes) -> None:
         """Create the model pool and put ``model``'s state (weights, optimizer) on the main line."""
         from . import models as mdl
@@ -340,11 +358,14 @@ class _Run:
         if initial_test:
             test = {"initial": initial_test, "final": self.test_metrics(self.model)}
         wall = self.elapsed()
-        if cfg.drop_intermediate:
-            self.folder.drop_intermediate()
+        # Finished first, then delete: a kill in between leaves a finished run, never a checkpoint
+        # that points at a deleted archive.
+        self.folder.write_state({**(self.folder.read_state() or {}), "finished": True,
+                                 "model": str(final.relative_to(self.folder.root))})
         self.folder.update_run(status="finished", finished_at=_now(), wall_seconds=wall, test_metrics=test,
                                genes_final=self.genes.to_dict() if self.genes else None)
-        self.folder.write_state({**(self.folder.read_state() or {}), "finished": True})
+        if cfg.drop_intermediate:
+            self.folder.drop_intermediate()
         self.emit(ev.RunFinished(status="finished", final_model=str(final.relative_to(self.folder.root)),
                                  wall_seconds=wall, test_metrics=test))
         return RunResult(self.folder.root, "finished", final, self.genes, self.history, self.population, test, wall)
@@ -353,7 +374,7 @@ class _Run:
         """Run ``body`` and leave the folder consistent whatever happens."""
         try:
             return body()
-        except Cancelled:
+        except (Cancelled, KeyboardInterrupt):
             wall = self.elapsed()
             self.folder.write_history(self.history) if self.history else None
             self.folder.update_run(status="cancelled", stopped_at=_now(), wall_seconds=wall)
@@ -441,6 +462,7 @@ def run(
         "data": {"train": r.data.n_train, "validation": 0 if r.data.x_val is None else len(r.data.x_val),
                  "test": 0 if r.data.x_test is None else len(r.data.x_test)},
         "genes_initial": r.genes.to_dict(),
+        "search_context": r.search_context(),
     })
     folder.write_history([])
     folder.write_population({})
@@ -492,7 +514,11 @@ def resume(
         data = src
     dataset = _as_dataset(data, info.get("target"))
     folder.remove_stale_temporaries()
+    folder.repair_journal()
     state = folder.read_state()
+    if state is not None and state.get("finished"):
+        folder.update_run(status="finished")
+        raise RunFolderError(f"the run in {folder.root} has already finished; nothing to resume")
     r = _Run(folder, config, listeners, cancel)
     if state is None:
         # Killed during the run-up: start over from the model as given.
@@ -510,6 +536,7 @@ def resume(
         genes = Genes.from_dict(state["genes"])
         r.elapsed_before = float(state.get("elapsed_seconds", 0.0))
     r.prepare(model, dataset)
+    r.restore_search_context(info.get("search_context"))
     r.genes = genes or mdl.initial_genes(model, r.spec, config, r.choices)
     r.history = [row for row in folder.read_history() if row["step"] <= step]
     r.step = step

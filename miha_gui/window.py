@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Slot
+from PySide6.QtCore import QCoreApplication, QSettings, Qt, QThread, QTimer, Slot
 from PySide6.QtGui import QAction, QFont, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -495,8 +495,14 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
             self.stop_run()
-            self.thread.wait()
-            self.on_thread_finished()
+            worker, thread = self.worker, self.thread
+            if not thread.wait(60_000) and worker is not None:
+                # Stop is checked after each batch; a child stuck elsewhere is ended (resumable).
+                worker.engine.terminate()
+                thread.wait(30_000)
+            QCoreApplication.sendPostedEvents()  # the last events (and thread.finished), before the final picture
+            if self.thread is not None:
+                self.on_thread_finished()
         self.save_settings()
         self.timer.stop()
         event.accept()

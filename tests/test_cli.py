@@ -54,6 +54,7 @@ def test_run_inspect_export(tmp_path, files):
         (["--search", "colour"], "unknown gene kind"),
         (["--search", ""], "search space is empty"),
         (["--population-size", "0"], "population_size"),
+        (["--activations", "relu,bogus"], "unknown activation(s) bogus"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, files, args, expected):

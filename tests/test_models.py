@@ -134,3 +134,20 @@ def test_pool_reuses_compiled_models_and_restores_state_exactly(small_digits):
     pool.get(genes.with_activation("hidden", "tanh"))
     assert len(pool._models) == 2 and pool.built == 3
     a.fit(x, y, epochs=1, verbose=0)
+
+
+def test_switching_optimizer_starts_from_a_truly_fresh_state(small_digits):
+    x, y, _, _ = small_digits
+    model = _trained(dense_classifier(), x, y)
+    spec, _, genes, _ = _setup(model, y)
+    pool = mdl.ModelPool(model, genes, spec, 4, False)
+    for name, value in (("nadam", 1.0), ("adagrad", 0.1)):
+        g = genes.replace(optimizer=name, learning_rate=1e-3)
+        member = pool.get(g)
+        member.fit(x, y, epochs=1, verbose=0)  # dirty its state, as a previous member would
+        mdl.restore(member, mdl.snapshot(model, genes), g)
+        opt = member.optimizer
+        values = [np.asarray(opt._u_product)] if name == "nadam" else [
+            np.asarray(v) for v in opt.variables if "accumulator" in v.name]
+        assert values and all(np.allclose(v, value) for v in values), name
+        assert int(np.asarray(member.optimizer.iterations)) == 0

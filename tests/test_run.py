@@ -241,3 +241,26 @@ def test_when_every_member_diverges_the_cycle_keeps_the_parent(tmp_path, small_d
     assert res.status == "finished" and np.isfinite(res.history[-1]["loss"])
     # no member epochs joined the lineage for that cycle
     assert [r["phase"] for r in res.history] == ["runup", "fixing", "final"]
+
+
+def test_a_kill_between_finishing_and_cleaning_up_still_reads_as_finished(tmp_path, ds):
+    root = tmp_path / "run"
+    me.run(dense_classifier(), ds, TINY.replace(cycles=1, drop_intermediate=True), run_dir=root)
+    info = json.loads((root / "run.json").read_text())
+    info["status"] = "running"  # as if killed after state.json said finished, before run.json did
+    (root / "run.json").write_text(json.dumps(info))
+    with pytest.raises(me.RunFolderError, match="already finished"):
+        me.resume(root, data=ds)
+    assert json.loads((root / "run.json").read_text())["status"] == "finished"
+    assert json.loads((root / "run.json").read_text())["search_context"]["choices"] == {"hidden": list(
+        dict.fromkeys(("relu", *me.HIDDEN_ACTIVATIONS)))}
+
+
+def test_a_torn_journal_line_is_cut_before_appending(tmp_path):
+    folder = me.RunFolder(tmp_path)
+    folder.append_event(ev.Note(message="first"))
+    with open(folder.events_path, "a") as fh:
+        fh.write('{"kind": "note", "mess')  # a write cut short
+    folder.repair_journal()
+    folder.append_event(ev.RunResumed(cycle=1, step=3))
+    assert [e.kind for e in read_events(folder.events_path)] == ["note", "run_resumed"]
