@@ -338,8 +338,11 @@ class _Run:
         if math.isfinite(child_val) and child_val <= parent_val:
             self._save(child, self.folder.population_dir / f"{cycle}_child_model.keras",
                        f"cycle {cycle}: crossover of members {ia} and {ib}")
+            untested = weights is None and child_genes.activations == ga.activations
+            caveat = ("; the genes it adds (optimizer, learning rate, batch size) act only in training, "
+                      "so the check cannot tell them apart" if untested else "")
             return (f"crossover: members {ia} × {ib} → {'; '.join(ancestor.diff(child_genes))} "
-                    f"(val loss {child_val:.4g} ≤ {parent_val:.4g})"), child_snap, weights
+                    f"(val loss {child_val:.4g} ≤ {parent_val:.4g}{caveat})"), child_snap, weights
         return (f"{decision}; crossover child of {ia} × {ib} rejected "
                 f"(loss {child_val:.4g} > {parent_val:.4g})"), snap_a, None
 
