@@ -70,7 +70,7 @@ def main() -> None:
         "", f"RSS after each cycle (MB): {rows}.", "",
         f"Growth from cycle 2 to cycle {args.cycles}: **{growth:+.0f} MB** (target ≤ 50 MB); peak RSS {result['peak_rss_mb']:.0f} MB.",
         "",
-        "Where it goes (measured while writing this, scripts in the closing note of the engine issue): the "
+        "Where it goes (`python benchmarks/tf_trace_memory.py [plain|clear|nograppler]`): the "
         "Keras models themselves are released (weak references to every dropped model die at the next "
         "`gc.collect()`), but TensorFlow keeps about 8 MB for every model it has traced, even after the model "
         "is gone; `keras.backend.clear_session()`, `malloc_trim(0)` and turning Grappler off do not return it. "
