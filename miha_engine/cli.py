@@ -58,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--target", help="CSV column to predict (default: the last)")
     r.add_argument("--steps-per-execution", dest="steps_per_execution",
                    help="batches per compiled call: auto or a number")
-    r.add_argument("--no-xla", action="store_true", help="train without XLA (jit_compile=False)")
+    xla = r.add_mutually_exclusive_group()
+    xla.add_argument("--xla", action="store_true", help="compile training steps with XLA (faster epochs, "
+                     "slower start for every new model and batch size)")
+    xla.add_argument("--no-xla", action="store_true", help="train without XLA (the default)")
     r.add_argument("--unsafe-model", action="store_true",
                    help="allow Lambda layers and other unsafe code in the model file (trusted files only)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -99,6 +102,8 @@ def _config_from_args(a: argparse.Namespace) -> RunConfig:
         changes["steps_per_execution"] = spe
     if a.no_xla:
         changes["jit_compile"] = False
+    elif a.xla:
+        changes["jit_compile"] = True
     search = base.search.to_dict()
     if a.search is not None:
         search["kinds"] = [k.strip() for k in a.search.split(",") if k.strip()]

@@ -235,6 +235,23 @@ class SetupPanel(QWidget):
         sl.addWidget(self.control)
         outer.addWidget(search)
 
+        # -- execution ---------------------------------------------------------------------
+        execution = QGroupBox("Execution")
+        el = QHBoxLayout(execution)
+        el.addWidget(QLabel("Batches per compiled call"))
+        self.spe = QSpinBox()
+        self.spe.setRange(0, 1024)
+        self.spe.setSpecialValueText("auto")
+        self.spe.setToolTip("steps_per_execution: several batches per call cut per-batch overhead; "
+                            "Stop is checked between calls. 'auto' = 16")
+        el.addWidget(self.spe)
+        self.xla = QCheckBox("XLA")
+        self.xla.setToolTip("Compile training steps with XLA: faster epochs, but a slower start for every "
+                            "new model and batch size (off by default; see benchmarks/REPORT.md)")
+        el.addWidget(self.xla)
+        el.addStretch(1)
+        outer.addWidget(execution)
+
         # -- output ------------------------------------------------------------------------
         out = QGroupBox("Run folder")
         ol = QGridLayout(out)
@@ -396,6 +413,8 @@ class SetupPanel(QWidget):
             crossover=self.crossover_radio.isChecked(),
             control_member=self.control.isChecked(),
             drop_intermediate=not self.keep.isChecked(),
+            steps_per_execution=self.spe.value() or "auto",
+            jit_compile=True if self.xla.isChecked() else "auto",
         )
 
     def apply_config(self, cfg: RunConfig) -> None:
@@ -416,6 +435,8 @@ class SetupPanel(QWidget):
         (self.crossover_radio if cfg.crossover else self.selection_radio).setChecked(True)
         self.control.setChecked(cfg.control_member)
         self.keep.setChecked(not cfg.drop_intermediate)
+        self.spe.setValue(0 if cfg.steps_per_execution == "auto" else int(cfg.steps_per_execution))
+        self.xla.setChecked(cfg.jit_compile is True)
 
 
 def format_duration(seconds: float) -> str:

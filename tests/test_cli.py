@@ -32,13 +32,16 @@ def test_run_inspect_export(tmp_path, files):
     model, data = files
     run_dir = tmp_path / "run"
     proc = miha("run", "--model", model, "--data", data, "-m", 1, "-n", 1, "-k", 1, "-c", 1, "-p", 2,
-                "--seed", 5, "--run-dir", run_dir, "--search", "batch_size,learning_rate")
+                "--seed", 5, "--run-dir", run_dir, "--search", "batch_size,learning_rate", "--xla",
+                "--steps-per-execution", 8)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["status"] == "finished" and out["final_model"].endswith("model_final.keras")
     assert "accuracy" in out["test_metrics"]["final"]
     info = miha("inspect", run_dir, "--json")
     assert info.returncode == 0 and json.loads(info.stdout)["status"] == "finished"
+    config = json.loads((run_dir / "run.json").read_text())["config"]
+    assert config["jit_compile"] is True and config["steps_per_execution"] == 8
     exported = tmp_path / "best.h5"
     exp = miha("export", run_dir, exported, "--which", "best")
     assert exp.returncode == 0, exp.stderr

@@ -188,6 +188,16 @@ def test_closing_during_a_run_asks_then_stops_cleanly(qtbot, tmp_path, files, mo
     w.deleteLater()
 
 
+def test_execution_settings_reach_the_config(win):
+    assert win.panel.config().steps_per_execution == "auto" and win.panel.config().jit_compile == "auto"
+    win.panel.spe.setValue(64)
+    win.panel.xla.setChecked(True)
+    cfg = win.panel.config()
+    assert cfg.steps_per_execution == 64 and cfg.jit_compile is True
+    win.panel.apply_config(RunConfig())
+    assert win.panel.spe.text() == "auto" and not win.panel.xla.isChecked()
+
+
 def test_demo_loads_and_launcher_starts(qtbot, win):
     from miha_gui.app import load_demo
 
