@@ -383,6 +383,19 @@ class _Run:
             self.folder.update_run(status="cancelled", stopped_at=_now(), wall_seconds=wall)
             self.emit(ev.RunFinished(status="cancelled", final_model=None, wall_seconds=wall, test_metrics={}))
             return RunResult(self.folder.root, "cancelled", None, self.genes, self.history, self.population, {}, wall)
+        except OSError as exc:
+            # A write that failed outside an archive save (journal, history, checkpoint): the same
+            # advice, as a typed error the CLI and the app turn into one clear message.
+            error = RunFolderError(
+                f"cannot write to the run folder {self.folder.root}: {exc.strerror or exc}. Free some disk "
+                f"space (or fix the folder's permissions), then 'miha resume {self.folder.root}'")
+            try:
+                self.folder.update_run(status="failed", error=str(error), error_type="RunFolderError",
+                                       stopped_at=_now(), wall_seconds=self.elapsed())
+                self.emit(ev.RunFailed(message=str(error), error_type="RunFolderError"))
+            except Exception:  # noqa: BLE001 - the disk is what failed
+                pass
+            raise error from exc
         except BaseException as exc:
             message = str(exc) if isinstance(exc, MihaError) else f"{type(exc).__name__}: {exc}"
             try:

@@ -101,6 +101,21 @@ def test_lambda_model_is_refused_in_safe_mode(tmp_path, files):
     m.save(path)
     line = _one_clear_line(miha("run", "--model", path, "--data", data))
     assert "Lambda" in line and "--unsafe-model" in line
+    from miha_engine.models import load_model
+
+    assert load_model(path, unsafe=True).count_params() > 0  # the knowing opt-in works
+
+
+def test_run_folder_problems_exit_2(tmp_path, files):
+    model, data = files
+    (tmp_path / "a-file").write_text("x")
+    line = _one_clear_line(miha("run", "--model", model, "--data", data, "--run-dir", tmp_path / "a-file"))
+    assert "is a file" in line
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text("{}")
+    line = _one_clear_line(miha("run", "--model", model, "--data", data, "--run-dir", tmp_path / "r"))
+    assert "already holds a run" in line and "miha resume" in line
+    assert "not a MIHA run folder" in _one_clear_line(miha("resume", tmp_path))
 
 
 def test_ctrl_c_cancels_and_resume_finishes(tmp_path, files):

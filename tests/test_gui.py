@@ -249,3 +249,29 @@ def test_right_click_svg_export_works(qtbot, win, tmp_path):
     out = tmp_path / "loss.svg"
     ex.SVGExporter(win.loss_plot.plotItem).export(fileName=str(out))
     assert out.read_text().lstrip().startswith("<?xml") and "<svg" in out.read_text()
+
+
+def test_engine_process_killed_mid_run_is_reported_and_resumable(qtbot, win, files):
+    import json as _json
+    import signal
+
+    _load(win, files, CFG.replace(cycles=4))
+    win.start_run()
+    qtbot.waitUntil(lambda: win.state.epochs_done >= 2, timeout=120_000)
+    os_kill = __import__("os").kill
+    os_kill(win.worker.engine.process.pid, signal.SIGKILL)
+    _wait_done(qtbot, win)
+    assert "ended unexpectedly" in win.last_error and "Resume" in win.last_error
+    assert _json.loads((win.run_dir / "run.json").read_text())["status"] == "running"
+    assert win.resume_action.isEnabled() and win.run_action.isEnabled()
+    assert win.resume_run()
+    _wait_done(qtbot, win)
+    assert win.last_result is not None and win.last_result.status == "finished"
+
+
+def test_empty_search_space_is_refused_with_the_engines_text(qtbot, win, files):
+    _load(win, files)
+    for box in win.panel.kind_boxes.values():
+        box.setChecked(False)
+    assert not win.start_run()
+    assert "search space is empty" in win.last_error and not win.running

@@ -264,3 +264,28 @@ def test_a_torn_journal_line_is_cut_before_appending(tmp_path):
     folder.repair_journal()
     folder.append_event(ev.RunResumed(cycle=1, step=3))
     assert [e.kind for e in read_events(folder.events_path)] == ["note", "run_resumed"]
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_stop_at_a_random_point_leaves_loadable_archives_and_resumes_exactly(tmp_path, ds, seed):
+    rng = np.random.default_rng(seed)
+    stop_after = int(rng.integers(1, TINY.total_epochs))  # some epoch of the run, any phase
+    token = me.CancelToken()
+    count = [0]
+
+    def listener(e):
+        if isinstance(e, ev.EpochEnded):
+            count[0] += 1
+            if count[0] == stop_after:
+                token.cancel()
+
+    root = tmp_path / "run"
+    res = me.run(dense_classifier(), ds, TINY, run_dir=root, listeners=[listener], cancel=token)
+    assert res.status == "cancelled"
+    assert json.loads((root / "run.json").read_text())["status"] == "cancelled"
+    for archive in root.rglob("*.keras"):
+        assert not archive.name.startswith(".")
+        me.load_model(archive)
+    done = me.resume(root, data=ds)
+    assert done.status == "finished"
+    assert [r["step"] for r in me.RunFolder(root).read_history()] == list(range(1, TINY.lineage_epochs + 1))
