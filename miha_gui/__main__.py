@@ -1,6 +1,4 @@
-import sys
-
-from .app import main
+from .app import cli
 
 if __name__ == "__main__":  # guarded: the engine's child process (spawn) imports this module
-    sys.exit(main())
+    cli()

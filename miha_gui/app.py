@@ -90,5 +90,15 @@ def load_demo(window, start: bool = False) -> None:
             window.start_run()
 
 
+def cli() -> None:
+    """Console entry point: run the app, then leave without the interpreter's final garbage
+    collection, which can abort with PySide6 6.12 and pyqtgraph ("none_dealloc") after the window has
+    closed; settings and run folders are all written by then."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -48,3 +48,26 @@ def files(tmp_path, small_digits):
     model = tmp_path / "fnn.keras"
     dense_classifier().save(model)
     return model, data
+
+
+_EXIT = {"status": None}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT["status"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Leave without the interpreter's final garbage collection once Qt was loaded.
+
+    With PySide6 6.12 and pyqtgraph 0.14, that last collection can abort the interpreter ("Fatal Python
+    error: none_dealloc") after every test has passed and the summary is printed, which would turn a
+    green run red. Everything is reported by now (this hook runs last), so exit with pytest's status.
+    """
+    import sys
+
+    if _EXIT["status"] is not None and "PySide6.QtWidgets" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT["status"])
