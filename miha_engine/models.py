@@ -469,46 +469,15 @@ def rebuild(model, activations: Mapping[str, str]):
     return new
 
 
-def copy_optimizer_state(src, dst, model) -> bool:
-    """Copy optimizer ``src``'s variables (moments, iterations) into ``dst`` built for ``model``."""
-    if src is None or not getattr(src, "built", False):
-        return False
-    if not dst.built:
-        dst.build(model.trainable_variables)
-    s_vars, d_vars = src.variables, dst.variables
-    if len(s_vars) != len(d_vars) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(s_vars, d_vars)):
-        return False
-    for s, d in zip(s_vars, d_vars):
-        d.assign(s)
-    return True
-
-
-def build_member(parent, parent_genes: Genes, genes: Genes, spec: CompileSpec, spe: int, jit: bool | str):
-    """The parent's network with ``genes`` applied, compiled and ready to train.
-
-    Weights are copied exactly.  When the optimizer kind is unchanged its state (moments,
-    iteration count) is carried over exactly, then the learning rate is set.
-    """
-    changes = {p: a for p, a in genes.activations if parent_genes.activation_of(p) != a}
-    model = rebuild(parent, {p: a for p, a in genes.activations} if changes else {})
-    parent_opt = getattr(parent, "optimizer", None)
-    template = parent_opt if parent_opt is not None and type(parent_opt).__name__.lower() == genes.optimizer else spec.optimizer_template
-    opt = make_optimizer(genes.optimizer, genes.learning_rate, template)
-    if parent_opt is not None and type(parent_opt).__name__.lower() == genes.optimizer:
-        if copy_optimizer_state(parent_opt, opt, model):
-            opt.learning_rate = float(genes.learning_rate)
-    model.compile(optimizer=opt, loss=spec.loss, metrics=spec.metrics, steps_per_execution=spe, jit_compile=jit)
-    return model
-
-
 def recompile(model, spec: CompileSpec, spe: int, jit: bool | str) -> None:
     """Compile again with other execution settings, keeping the optimizer and its state."""
     model.compile(optimizer=model.optimizer, loss=spec.loss, metrics=spec.metrics,
                   steps_per_execution=spe, jit_compile=jit)
 
 
-def average_weights(a, b) -> list[np.ndarray]:
-    return [(x + y) / 2.0 for x, y in zip(a.get_weights(), b.get_weights())]
+def average_weights(a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:
+    """The mean of two weight lists of the same model (crossover's "average")."""
+    return [(x + y) / 2.0 for x, y in zip(a, b)]
 
 
 # -- saving ------------------------------------------------------------------------------------

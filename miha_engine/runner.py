@@ -322,7 +322,7 @@ class _Run:
             return f"{decision}; crossover with member {ib} adds nothing new", snap_a, None
         weights = None
         if self.config.crossover_weights == "average":
-            weights = [(x + y) / 2.0 for x, y in zip(snap_a.weights, snap_b.weights)]
+            weights = mdl.average_weights(snap_a.weights, snap_b.weights)
         child_snap = mdl.Snapshot(child_genes, snap_a.weights, snap_a.optimizer, snap_a.optimizer_vars)
         child = self.pool.get(child_genes)
         mdl.restore(child, child_snap, child_genes, weights=weights)

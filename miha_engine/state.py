@@ -136,8 +136,6 @@ class RunState:
             for s, loss, val in zip(b.steps, b.losses, b.val_losses):
                 self._append_main(s, loss, val, "member")
             self.genes = saved
-        if e.cycle + 1 not in self.cycle_borders:
-            pass
 
     def _on_archive_saved(self, e: ev.ArchiveSaved) -> None:
         self.archives[Path(e.path).name] = e.description

@@ -122,7 +122,7 @@ class LossPlot(_Base):
         for item in (self.main, self.val):
             item.setClipToView(True)
             item.setDownsampling(auto=True, method="peak")
-        self.hint = pg.TextItem("Load a model and a dataset, then press Run:\nthe loss of every epoch appears here.",
+        self.hint = pg.TextItem("The loss of every epoch appears here\nonce a run starts.",
                                 color="#868e96", anchor=(0.5, 0.5))
         self.hint.setPos(0.5, 0.5)
         self.addItem(self.hint)

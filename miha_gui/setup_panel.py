@@ -46,6 +46,19 @@ KIND_LABELS = {"optimizer": "Optimizer", "activation": "Activations", "batch_siz
                "learning_rate": "Learning rate"}
 
 
+def _file_row(placeholder: str, empty: str, browse) -> tuple[QLineEdit, QPushButton, QLabel]:
+    """A read-only path field, its Open… button and the summary label below them."""
+    edit = QLineEdit()
+    edit.setReadOnly(True)
+    edit.setPlaceholderText(placeholder)
+    button = QPushButton("Open…")
+    button.clicked.connect(browse)
+    summary = QLabel(empty)
+    summary.setWordWrap(True)
+    summary.setStyleSheet("color:#444; font-size:9pt")
+    return edit, button, summary
+
+
 class SliderSpin(QWidget):
     """A slider and a spin box showing one integer."""
 
@@ -96,23 +109,12 @@ class SetupPanel(QWidget):
         # -- model and data ----------------------------------------------------------------
         files = QGroupBox("Model and data")
         fl = QGridLayout(files)
-        self.model_edit = QLineEdit()
-        self.model_edit.setReadOnly(True)
-        self.model_edit.setPlaceholderText("a saved Keras model (.keras, .h5)")
-        self.model_btn = QPushButton("Open…")
-        self.model_btn.clicked.connect(self._browse_model)
-        self.model_summary = QLabel("No model loaded.")
-        self.model_summary.setWordWrap(True)
+        self.model_edit, self.model_btn, self.model_summary = _file_row(
+            "a saved Keras model (.keras, .h5)", "No model loaded.", self._browse_model)
         self.model_summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.model_summary.setStyleSheet("color:#444; font-size:8pt")
-        self.data_edit = QLineEdit()
-        self.data_edit.setReadOnly(True)
-        self.data_edit.setPlaceholderText("a dataset (.npz, .h5, .csv)")
-        self.data_btn = QPushButton("Open…")
-        self.data_btn.clicked.connect(self._browse_data)
-        self.data_summary = QLabel("No dataset loaded.")
-        self.data_summary.setWordWrap(True)
-        self.data_summary.setStyleSheet("color:#444; font-size:9pt")
+        self.data_edit, self.data_btn, self.data_summary = _file_row(
+            "a dataset (.npz, .h5, .csv)", "No dataset loaded.", self._browse_data)
         self.mismatch = QLabel("")
         self.mismatch.setWordWrap(True)
         self.mismatch.setStyleSheet("color:#c92a2a; font-weight:600")

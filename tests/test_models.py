@@ -14,6 +14,15 @@ def _trained(model, x, y):
     return model
 
 
+def _member(parent, parent_genes, genes, spec, spe=4, jit=False):
+    """A population member the way the runner makes one: a pooled compiled model, restored from the
+    parent's snapshot."""
+    pool = mdl.ModelPool(parent, parent_genes, spec, spe, jit)
+    child = pool.get(genes)
+    mdl.restore(child, mdl.snapshot(parent, parent_genes), genes)
+    return child
+
+
 def _setup(model, y):
     """The compile spec, activation slots and initial genes the runner derives from a model."""
     spec = mdl.compile_spec(model, RunConfig())
@@ -26,7 +35,7 @@ def test_rebuild_changes_activation_and_keeps_every_weight(small_digits):
     model = _trained(dense_classifier(), x, y)
     spec, choices, genes, _ = _setup(model, y)
     new_genes = genes.with_activation("hidden", "elu")
-    child = mdl.build_member(model, genes, new_genes, spec, 4, "auto")
+    child = _member(model, genes, new_genes, spec, 4, "auto")
     assert child.get_layer("hidden").get_config()["activation"] == "elu"
     assert len(child.get_weights()) == len(model.get_weights())
     for a, b in zip(model.get_weights(), child.get_weights()):
@@ -38,7 +47,7 @@ def test_optimizer_state_is_carried_exactly(small_digits):
     x, y, _, _ = small_digits
     model = _trained(dense_classifier(), x, y)
     spec, choices, genes, _ = _setup(model, y)
-    child = mdl.build_member(model, genes, genes.replace(learning_rate=5e-4), spec, 1, False)
+    child = _member(model, genes, genes.replace(learning_rate=5e-4), spec, 1, False)
     src, dst = model.optimizer.variables, child.optimizer.variables
     assert int(np.asarray(child.optimizer.iterations)) == int(np.asarray(model.optimizer.iterations)) > 0
     moments = [i for i, v in enumerate(src) if "momentum" in v.name or "velocity" in v.name]
@@ -49,7 +58,7 @@ def test_optimizer_state_is_carried_exactly(small_digits):
         assert np.array_equal(np.asarray(src[i]), np.asarray(dst[i])), src[i].name
     assert np.isclose(float(np.asarray(child.optimizer.learning_rate)), 5e-4)
     # a switch to another optimizer starts a fresh state with the new rate
-    switched = mdl.build_member(model, genes, genes.replace(optimizer="sgd", learning_rate=0.01), spec, 1, False)
+    switched = _member(model, genes, genes.replace(optimizer="sgd", learning_rate=0.01), spec, 1, False)
     assert type(switched.optimizer).__name__ == "SGD"
     for a, b in zip(model.get_weights(), switched.get_weights()):
         assert np.array_equal(a, b)
@@ -86,7 +95,7 @@ def test_functional_residual_nested_model_rebuilds(small_digits):
     assert {"stem", "block/inner_a", "block/inner_b", "post"} <= set(choices)
     genes = mdl.initial_genes(model, spec, RunConfig(), choices)
     new = genes.with_activation("block/inner_a", "gelu").with_activation("post", "selu")
-    child = mdl.build_member(model, genes, new, spec, 2, "auto")
+    child = _member(model, genes, new, spec, 2, "auto")
     acts = {p: layer.get_config().get("activation") for p, layer in mdl.iter_layers(child)}
     assert acts["block/inner_a"] == "gelu" and acts["post"] == "selu" and acts["stem"] == "relu"
     for a, b in zip(model.get_weights(), child.get_weights()):
