@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("MIHA_TIMING"):
         print(f"miha-gui: window shown after {shown:.3f} s", file=sys.stderr)
     if args.quit_after_shown:
+        window.save_on_close = False  # a timing probe must not overwrite the user's window geometry
         QTimer.singleShot(0, app.quit)
         app.exec()
         return 0

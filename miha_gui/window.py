@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
         scroll.setWidget(self.panel)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(500)
+        scroll.setMinimumWidth(480)
 
         self.loss_plot = LossPlot()
         self.fitness_plot = FitnessPlot()
@@ -112,7 +112,9 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(1, 1)
         split.setStretchFactor(2, 0)
         split.setCollapsible(1, False)
+        self.split = split
         self.setCentralWidget(split)
+        self.save_on_close = True
 
         self._build_toolbar()
         self.progress = QProgressBar()
@@ -488,6 +490,14 @@ class MainWindow(QMainWindow):
             self.settings.setValue("open_dir", str(opened.parent))
         self.settings.sync()
 
+    def resizeEvent(self, event) -> None:
+        """Give the plots what is left after the set-up panel and the browser, at any window size."""
+        super().resizeEvent(event)
+        width = self.split.width()
+        left = min(500, max(self.split.widget(0).minimumWidth(), int(width * 0.34)))
+        right = min(320, max(180, int(width * 0.2)))
+        self.split.setSizes([left, max(300, width - left - right), right])
+
     def closeEvent(self, event) -> None:
         if self.running:
             if not ask(self, "Stop the run?", "A run is training. Stop it and close MIHA? "
@@ -503,6 +513,7 @@ class MainWindow(QMainWindow):
             QCoreApplication.sendPostedEvents()  # the last events (and thread.finished), before the final picture
             if self.thread is not None:
                 self.on_thread_finished()
-        self.save_settings()
+        if self.save_on_close:
+            self.save_settings()
         self.timer.stop()
         event.accept()
