@@ -90,16 +90,27 @@ def stall_during_demo_run() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--quick", action="store_true", help="one launch of each kind instead of the median of three")
+    ap.add_argument("--no-report", action="store_true", help="write only the JSON (run_all.py writes the report)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plain = launch_time([])
-    demo = launch_time(["--demo"])
+    repeats = 1 if args.quick else 3
+    plain = launch_time([], repeats)
+    demo = launch_time(["--demo"], repeats)
     print(f"window shown after {plain:.3f} s (plain), {demo:.3f} s (--demo)")
     stall = stall_during_demo_run()
     print(json.dumps(stall, indent=2))
     result = {"launch_to_window_s": plain, "launch_to_window_demo_s": demo, **stall}
+    result["records"] = [
+        {"system": "miha-gui", "task": "app", "seed": 0, "epochs": 0, "wall_s": value if metric.startswith("launch") else stall["run_wall_s"],
+         "metric": metric, "value": value, "config": {"repeats": repeats, "platform": os.environ.get("QT_QPA_PLATFORM")}}
+        for metric, value in (("launch_to_window_s", plain), ("launch_to_window_demo_s", demo),
+                              ("longest_stall_ms", stall["longest_stall_ms"]), ("p99_stall_ms", stall["p99_stall_ms"]),
+                              ("plot_refreshes_per_s", stall["plot_refreshes_per_s"]))]
     (out / "gui.json").write_text(json.dumps(result, indent=2))
+    if args.no_report:
+        return
     section = "\n".join([
         "## The app's responsiveness",
         "",

