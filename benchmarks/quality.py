@@ -35,6 +35,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adadelta", "nadam")
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu", "softplus", "mish")
 BATCH_SIZES = (16, 32, 64, 128, 256)
 LR_RANGE = (1e-4, 0.3)
+#: epochs of one Optuna / RandomSearch trial, and Hyperband's max_epochs
+TRIAL_EPOCHS, TRIAL_EPOCHS_QUICK = 6, 2
 
 
 @dataclass
@@ -143,7 +145,7 @@ def miha_config(quick: bool):
     if quick:
         return me.RunConfig(runup_epochs=1, candidate_epochs=1, fixing_epochs=1, cycles=1, population_size=2,
                             batch_size=32, search=space)
-    return me.RunConfig(runup_epochs=5, candidate_epochs=2, fixing_epochs=2, cycles=6, population_size=4,
+    return me.RunConfig(runup_epochs=3, candidate_epochs=2, fixing_epochs=1, cycles=4, population_size=4,
                         batch_size=32, search=space)
 
 
@@ -185,14 +187,12 @@ def _peer_model(task: Task, seed: int, activations: dict[str, str], optimizer: s
 
     from miha_engine import models as mdl
 
-    base = task.build(seed)
+    base = task.build(seed)  # a fresh initialisation, seeded per trial
+    model = mdl.rebuild(base, activations)  # the same topology and weights, the trial's activations
     keras.utils.set_random_seed(seed)
-    model = mdl.rebuild(base, activations)
-    # rebuild copies the weights; a new configuration starts from a fresh initialisation
-    fresh = keras.models.clone_model(model)
-    fresh.compile(optimizer=mdl.make_optimizer(optimizer, lr), loss=base.loss,
+    model.compile(optimizer=mdl.make_optimizer(optimizer, lr), loss=base.loss,
                   metrics=[m for m in ("accuracy",) if task.higher_is_better])
-    return fresh
+    return model
 
 
 class _Ledger:
@@ -356,7 +356,7 @@ def run_task(name: str, seed: int, quick: bool, log=print) -> list[dict[str, Any
     task = TASKS[name](quick)
     cfg = miha_config(quick)
     budget, lineage = cfg.total_epochs, cfg.lineage_epochs
-    trial_epochs = 2 if quick else 12
+    trial_epochs = TRIAL_EPOCHS_QUICK if quick else TRIAL_EPOCHS
     records: list[dict[str, Any]] = []
 
     def add(rs):
