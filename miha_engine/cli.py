@@ -62,6 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     xla.add_argument("--xla", action="store_true", help="compile training steps with XLA (faster epochs, "
                      "slower start for every new model and batch size)")
     xla.add_argument("--no-xla", action="store_true", help="train without XLA (the default)")
+    r.add_argument("--evaluator", choices=["local", "ray"],
+                   help="where each population's members train: local (this process, the default) or ray "
+                        "(Ray tasks in parallel; pip install 'miha[ray]')")
+    r.add_argument("--ray-address", dest="ray_address", metavar="auto|HOST:PORT",
+                   help="the Ray cluster to join (default: start a local Ray instance); implies --evaluator ray")
+    r.add_argument("--ray-cpus-per-member", type=float, dest="ray_cpus_per_member", metavar="N",
+                   help="CPUs each member's Ray task asks for (default 1)")
+    r.add_argument("--ray-gpus-per-member", type=float, dest="ray_gpus_per_member", metavar="F",
+                   help="GPUs each member asks for when the cluster has GPUs, e.g. 0.25 to share one GPU among four")
+    r.add_argument("--ray-retries", type=int, dest="ray_max_retries", metavar="N",
+                   help="times a member whose worker died is started again before it scores worst (default 2)")
     r.add_argument("--unsafe-model", action="store_true",
                    help="allow Lambda layers and other unsafe code in the model file (trusted files only)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -88,7 +99,8 @@ def _config_from_args(a: argparse.Namespace) -> RunConfig:
     changes = {}
     for name in ("runup_epochs", "candidate_epochs", "fixing_epochs", "cycles", "population_size",
                  "batch_size", "seed", "crossover", "control_member", "drop_intermediate",
-                 "validation_split", "fitness", "loss", "optimizer"):
+                 "validation_split", "fitness", "loss", "optimizer", "evaluator", "ray_address",
+                 "ray_cpus_per_member", "ray_gpus_per_member", "ray_max_retries"):
         value = getattr(a, name)
         if value is not None:
             changes[name] = value
@@ -104,6 +116,8 @@ def _config_from_args(a: argparse.Namespace) -> RunConfig:
         changes["jit_compile"] = False
     elif a.xla:
         changes["jit_compile"] = True
+    if a.ray_address and a.evaluator is None:
+        changes["evaluator"] = "ray"
     search = base.search.to_dict()
     if a.search is not None:
         search["kinds"] = [k.strip() for k in a.search.split(",") if k.strip()]

@@ -141,6 +141,10 @@ class SearchSpace:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+#: Where a population's members train (see ``RunConfig.evaluator``).
+EVALUATORS = ("local", "ray")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a MIHA run.
@@ -163,6 +167,14 @@ class RunConfig:
         drop_intermediate: delete the intermediate archives at the end (keep model_final and logs).
         steps_per_execution: batches per compiled call ("auto" or an int).
         jit_compile: XLA ("auto", True, False).
+        evaluator: where each population's members train: "local" (this process, one after the
+            other; the default) or "ray" (Ray tasks, in parallel; needs ``pip install 'miha[ray]'``).
+        ray_address: the Ray cluster to join ("auto", "HOST:PORT", "ray://HOST:PORT"); None starts
+            a local Ray instance on this machine.
+        ray_cpus_per_member, ray_gpus_per_member: the resources each member's task asks for; a GPU
+            fraction below 1 lets several members share one GPU (used only when the cluster has GPUs).
+        ray_max_retries: how many times a member whose worker died is started again before it
+            scores worst.
         loss, optimizer: used only for uncompiled models.
     """
 
@@ -183,6 +195,11 @@ class RunConfig:
     drop_intermediate: bool = False
     steps_per_execution: int | str = "auto"
     jit_compile: bool | str = "auto"
+    evaluator: str = "local"
+    ray_address: str | None = None
+    ray_cpus_per_member: float = 1.0
+    ray_gpus_per_member: float = 0.0
+    ray_max_retries: int = 2
     loss: str | None = None
     optimizer: str | None = None
 
@@ -225,6 +242,17 @@ class RunConfig:
                f"steps_per_execution must be 'auto' or an int >= 1, got {spe!r}")
         _check(isinstance(self.jit_compile, (str, bool)) and self.jit_compile in ("auto", True, False),
                f"jit_compile must be 'auto', true or false, got {self.jit_compile!r}")
+        _check(isinstance(self.evaluator, str) and self.evaluator in EVALUATORS,
+               f"evaluator must be one of {', '.join(EVALUATORS)}, got {self.evaluator!r}")
+        _check(self.ray_address is None or (isinstance(self.ray_address, str) and self.ray_address.strip() != ""),
+               f"ray_address must be 'auto', HOST:PORT or ray://HOST:PORT, got {self.ray_address!r}")
+        _check(_number(self.ray_cpus_per_member) and self.ray_cpus_per_member > 0,
+               f"ray_cpus_per_member must be a number > 0, got {self.ray_cpus_per_member!r}")
+        _check(_number(self.ray_gpus_per_member) and 0 <= self.ray_gpus_per_member,
+               f"ray_gpus_per_member must be a number >= 0 (a fraction of one GPU, or whole GPUs), got {self.ray_gpus_per_member!r}")
+        _check(isinstance(self.ray_max_retries, int) and not isinstance(self.ray_max_retries, bool)
+               and 0 <= self.ray_max_retries <= 100,
+               f"ray_max_retries must be a whole number in [0, 100], got {self.ray_max_retries!r}")
 
     @property
     def total_epochs(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import platform
 import sys
 import time
@@ -23,6 +24,7 @@ from . import events as ev
 from .config import RunConfig
 from .data import Dataset, from_arrays, load_dataset, validate
 from .errors import Cancelled, DivergedError, InputError, MihaError, RunFolderError
+from .evaluators import MemberJob, make_evaluator
 from .fitness import fitness
 from .genes import Genes
 from .mutation import combine, mutate
@@ -92,6 +94,10 @@ class _Run:
         self.elapsed_before = 0.0
         self.model = None
         self.genes: Genes | None = None
+        #: the archive of the main model as it is now (what remote members start from)
+        self.main_archive: Path | None = None
+        self.unsafe_model = False
+        self.evaluator = make_evaluator(config)
 
     # -- events -----------------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
@@ -158,6 +164,13 @@ class _Run:
         self.model = self.pool.get(genes)
         mdl.restore(self.model, mdl.snapshot(model, genes), genes)
 
+    def open_evaluator(self) -> None:
+        """Start the evaluator (a Ray evaluator connects and ships the data here) and say where
+        members train."""
+        self.evaluator.open(self)
+        if self.evaluator.name != "local":
+            self.note(f"population members train on {self.evaluator.describe()}")
+
     def _after_fit(self) -> None:
         self._flush_trainer_notes()
         if self.trainer.xla_failed and self.pool.jit is not False:
@@ -202,6 +215,28 @@ class _Run:
             ) from exc
         self.emit(ev.ArchiveSaved(path=str(path.relative_to(self.folder.root)), description=description))
 
+    def _save_bytes(self, data: bytes, path: Path, description: str) -> None:
+        """Write an archive a worker trained and sent back, atomically."""
+        from .runlog import temp_archive_path
+
+        tmp = temp_archive_path(path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise RunFolderError(
+                f"cannot save {path.name} in {path.parent}: {exc.strerror or exc}. "
+                "Free some disk space (or choose another run folder), then 'miha resume' the run"
+            ) from exc
+        self.emit(ev.ArchiveSaved(path=str(path.relative_to(self.folder.root)), description=description))
+
     def _checkpoint(self, cycle: int) -> None:
         assert self.genes is not None
         self.folder.write_population(self.population)
@@ -228,43 +263,52 @@ class _Run:
         has_val = self.data.has_validation
         entries: dict[str, Any] = {}
         self.population[str(cycle)] = entries
-        best: list[tuple[float, int, mdl.Snapshot]] = []  # the two fittest so far, as snapshots
-        scores: list[float] = []
-        curves: dict[int, tuple[list[float], list[float]]] = {}
+        # Every member's genes first, in order, from the seed: the same run on any evaluator.
+        jobs: list[MemberJob] = []
         for i in range(cfg.population_size):
-            self.cancel.raise_if_cancelled()
             if cfg.control_member and i == 0:
                 genes, change = parent_genes, "control: unchanged"
             else:
                 genes, change = mutate(parent_genes, cfg.search, rng, self.choices, self.data.n_train)
-            self.emit(ev.MemberStarted(cycle=cycle, member=i, genes=genes.to_dict(), change=change,
-                                       branch_step=branch_step))
-            model = self.pool.get(genes)
-            mdl.restore(model, parent, genes)
-
-            def on_epoch(epoch, loss, val, seconds, _i=i):
-                self.emit(ev.EpochEnded(phase="member", cycle=cycle, member=_i, epoch=epoch + 1,
-                                        step=branch_step + epoch + 1, loss=loss, val_loss=val, seconds=seconds))
-
-            result = self.trainer.fit(model, genes.batch_size, cfg.candidate_epochs, on_epoch, spec=self.spec)
-            self._after_fit()
-            curve = result.val_losses if has_val else result.losses
+            jobs.append(MemberJob(i, genes, change))
+        best: list[tuple[float, int, mdl.Snapshot]] = []  # the two fittest so far, as snapshots
+        scores: list[float] = [-math.inf] * cfg.population_size
+        curves: dict[int, tuple[list[float], list[float]]] = {}
+        for out in self.evaluator.members(self, cycle, jobs, parent, branch_step):
+            i, genes, change = out.job.index, out.job.genes, out.job.change
+            curve = out.val_losses if has_val else out.losses
             score = fitness(curve, cfg.fitness, cfg.fitness_slope_weight)
-            if result.diverged:
+            if out.failure:
+                score = -math.inf
+                self.note(f"cycle {cycle}, member {i} ({change}): {out.failure}; it scores worst and is never chosen")
+            elif out.diverged:
                 self.note(f"cycle {cycle}, member {i} ({change}): loss became NaN/inf; it scores worst and is never chosen")
-            scores.append(score)
-            curves[i] = (result.losses, result.val_losses)
-            self._save(model, self.folder.member_path(cycle, i), f"cycle {cycle}, member {i}: {change}")
-            entries[str(i)] = {"genes": genes.to_dict(), "change": change, "losses": result.losses,
-                               "val_losses": result.val_losses, "fitness": score if math.isfinite(score) else None,
-                               "chosen": False}
+            scores[i] = score
+            curves[i] = (out.losses, out.val_losses)
+            entry = {"genes": genes.to_dict(), "change": change, "losses": out.losses,
+                     "val_losses": out.val_losses, "fitness": score if math.isfinite(score) else None,
+                     "chosen": False}
+            if out.where:
+                entry["worker"] = out.where
+            if out.failure:
+                entry["failed"] = out.failure
+            elif out.model is not None:
+                self._save(out.model, self.folder.member_path(cycle, i), f"cycle {cycle}, member {i}: {change}")
+            else:
+                self._save_bytes(out.archive or b"", self.folder.member_path(cycle, i), f"cycle {cycle}, member {i}: {change}")
+            entries[str(i)] = entry
             self.folder.write_population(self.population)
             self.emit(ev.MemberTrained(cycle=cycle, member=i, genes=genes.to_dict(), change=change,
-                                       losses=result.losses, val_losses=result.val_losses, fitness=score))
-            if math.isfinite(score) and (len(best) < 2 or score > best[-1][0]):
-                best.append((score, i, mdl.snapshot(model, genes)))
+                                       losses=out.losses, val_losses=out.val_losses, fitness=score))
+            # Ties go to the lower index, whatever order members finish in.
+            if math.isfinite(score) and (len(best) < 2 or (-score, i) < (-best[-1][0], best[-1][1])):
+                snap = out.snapshot if out.snapshot is not None else mdl.snapshot(out.model, genes)
+                best.append((score, i, snap))
                 best.sort(key=lambda t: (-t[0], t[1]))
                 best = best[:2]
+        entries_sorted = {k: entries[k] for k in sorted(entries, key=int)}
+        entries.clear()
+        entries.update(entries_sorted)
 
         weights = None
         if not best:
@@ -295,6 +339,7 @@ class _Run:
         if cfg.fixing_epochs:
             self._train_main("fixing", cycle, cfg.fixing_epochs)
         self._save(self.model, self.folder.model_path(str(cycle)), f"main model after cycle {cycle}")
+        self.main_archive = self.folder.model_path(str(cycle))
         self._checkpoint(cycle)
         if cfg.drop_intermediate:
             self._drop_as_we_go(cycle)
@@ -375,6 +420,12 @@ class _Run:
 
     def guarded(self, body) -> RunResult:
         """Run ``body`` and leave the folder consistent whatever happens."""
+        try:
+            return self._guarded(body)
+        finally:
+            self.evaluator.close()
+
+    def _guarded(self, body) -> RunResult:
         try:
             return body()
         except (Cancelled, KeyboardInterrupt):
@@ -466,6 +517,7 @@ def run(
         model = mdl.load_model(model, unsafe=unsafe_model)
     folder = RunFolder(run_dir or default_run_dir())
     r = _Run(folder, config, listeners, cancel)
+    r.unsafe_model = unsafe_model
     r.prepare(model, dataset)
     folder.create()
     r.genes = mdl.initial_genes(model, r.spec, config, r.choices)
@@ -497,7 +549,10 @@ def run(
         folder.update_run(test_initial=initial_test)
         r._train_main("runup", 0, config.runup_epochs)
         r._save(r.model, folder.model_path("init"), "main model after the run-up")
+        r.main_archive = folder.model_path("init")
         r._checkpoint(0)
+        if config.cycles:
+            r.open_evaluator()
         for cycle in range(1, config.cycles + 1):
             r.run_cycle(cycle)
         return r.finish(initial_test)
@@ -536,6 +591,7 @@ def resume(
         folder.update_run(status="finished")
         raise RunFolderError(f"the run in {folder.root} has already finished; nothing to resume")
     r = _Run(folder, config, listeners, cancel)
+    r.unsafe_model = bool(info.get("unsafe_model"))
     if state is None:
         # Killed during the run-up: start over from the model as given.
         source = folder.model_dir / "model_source.keras"
@@ -570,11 +626,15 @@ def resume(
             r.start_pool(model, r.genes)
             r._train_main("runup", 0, config.runup_epochs)
             r._save(r.model, folder.model_path("init"), "main model after the run-up")
+            r.main_archive = folder.model_path("init")
             r._checkpoint(0)
             start = 1
         else:
             r.start_pool(model, r.genes)  # carries the loaded optimizer's state exactly
+            r.main_archive = folder.root / state["model"]
             start = completed + 1
+        if start <= config.cycles:
+            r.open_evaluator()
         for cycle in range(start, config.cycles + 1):
             r.run_cycle(cycle)
         return r.finish(info.get("test_initial") or {})

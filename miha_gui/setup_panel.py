@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QProcess, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -253,6 +257,7 @@ class SetupPanel(QWidget):
         el.addWidget(self.xla)
         el.addStretch(1)
         outer.addWidget(execution)
+        outer.addWidget(self._build_population_group())
 
         # -- output ------------------------------------------------------------------------
         out = QGroupBox("Run folder")
@@ -397,6 +402,97 @@ class SetupPanel(QWidget):
             per = 6.0 * self.model_info.params / 3e10 + 2e-5  # ~30 GFLOP/s effective, plus overhead
         return epochs * samples * per + 0.3 * epochs
 
+    # -- where members train ------------------------------------------------------------------
+    def _build_population_group(self) -> QGroupBox:
+        box = QGroupBox("Train population on")
+        column = QVBoxLayout(box)
+        grid = QGridLayout()
+        column.addLayout(grid)
+        self.evaluator = QComboBox()
+        self.evaluator.addItem("this process", "local")
+        self.evaluator.addItem("Ray (members in parallel)", "ray")
+        self.ray_available = importlib.util.find_spec("ray") is not None
+        if not self.ray_available:
+            item = self.evaluator.model().item(1)
+            item.setEnabled(False)
+            item.setToolTip("Ray is not installed: pip install 'miha[ray]'")
+        self.evaluator.setToolTip("this process: members train one after the other here. Ray: each member is a "
+                                  "Ray task, on this machine or a cluster, several at once")
+        self.ray_address = QLineEdit()
+        self.ray_address.setPlaceholderText("empty: a local Ray instance; or auto, HOST:PORT")
+        self.ray_address.setToolTip("The address of a running Ray cluster ('ray start --head' prints it; "
+                                    "see docs/cluster.md). Empty starts Ray on this machine for the run")
+        self.ray_gpus = QDoubleSpinBox()
+        self.ray_gpus.setRange(0.0, 8.0)
+        self.ray_gpus.setSingleStep(0.25)
+        self.ray_gpus.setDecimals(2)
+        self.ray_gpus.setToolTip("The fraction of a GPU each member gets when the cluster has GPUs "
+                                 "(0.25: four members share one GPU). Ignored on a cluster without GPUs")
+        self.ray_check = QPushButton("Check")
+        self.ray_check.setToolTip("Ask the cluster (or this machine) what resources a run would get")
+        self.ray_check.clicked.connect(self.probe_ray)
+        self.ray_status = QLabel()
+        self.ray_status.setWordWrap(True)
+        self.ray_status.setObjectName("hint")
+        self.ray_resources: dict = {}
+        grid.addWidget(self.evaluator, 0, 0, 1, 3)
+        grid.addWidget(QLabel("Address"), 1, 0)
+        grid.addWidget(self.ray_address, 1, 1)
+        grid.addWidget(self.ray_check, 1, 2)
+        grid.addWidget(QLabel("GPU per member"), 2, 0)
+        grid.addWidget(self.ray_gpus, 2, 1)
+        column.addWidget(self.ray_status)
+        self._probe: QProcess | None = None
+        self.evaluator.currentIndexChanged.connect(self._evaluator_changed)
+        self.ray_address.editingFinished.connect(self._address_edited)
+        self._evaluator_changed()
+        return box
+
+    def _address_edited(self) -> None:
+        if self.evaluator.currentData() == "ray":
+            self.probe_ray()
+
+    def _evaluator_changed(self) -> None:
+        ray = self.evaluator.currentData() == "ray"
+        for w in (self.ray_address, self.ray_gpus, self.ray_check):
+            w.setEnabled(ray)
+        if not ray:
+            self.ray_status.setText("Members train one after the other in the engine's process."
+                                    if self.ray_available else
+                                    "Members train one after the other in the engine's process. To train them in "
+                                    "parallel on Ray: pip install 'miha[ray]'.")
+        else:
+            self.probe_ray()
+        self.changed.emit()
+
+    @Slot()
+    def probe_ray(self) -> None:
+        """Ask, in a subprocess (the window never waits on Ray), what a Ray run would get."""
+        if self._probe is not None:
+            old, self._probe = self._probe, None
+            old.kill()
+            old.waitForFinished(1000)
+        address = self.ray_address.text().strip()
+        self.ray_status.setText(f"Asking the Ray cluster at {address}…" if address else "Looking at this machine…")
+        proc = QProcess(self)
+        proc.setProcessChannelMode(QProcess.MergedChannels)
+        proc.finished.connect(lambda *_: self._probe_done(proc, address))
+        self._probe = proc
+        proc.start(sys.executable, ["-m", "miha_engine.ray_evaluator", "--probe", *([address] if address else [])])
+
+    def _probe_done(self, proc: QProcess, address: str) -> None:
+        if proc is not self._probe:
+            return
+        self._probe = None
+        out = bytes(proc.readAll()).decode(errors="replace").strip().splitlines()
+        try:
+            info = json.loads(out[-1]) if out else {}
+        except ValueError:
+            info = {"ok": False, "error": out[-1] if out else "no answer"}
+        self.ray_status.setText(ray_status_text(info, address))
+        self.ray_resources = info
+        self.changed.emit()
+
     # -- configuration -----------------------------------------------------------------------
     def config(self) -> RunConfig:
         kinds = tuple(k for k, b in self.kind_boxes.items() if b.isChecked())
@@ -417,6 +513,9 @@ class SetupPanel(QWidget):
             drop_intermediate=not self.keep.isChecked(),
             steps_per_execution=self.spe.value() or "auto",
             jit_compile=True if self.xla.isChecked() else "auto",
+            evaluator=self.evaluator.currentData(),
+            ray_address=self.ray_address.text().strip() or None,
+            ray_gpus_per_member=self.ray_gpus.value(),
         )
 
     def apply_config(self, cfg: RunConfig) -> None:
@@ -439,6 +538,24 @@ class SetupPanel(QWidget):
         self.keep.setChecked(not cfg.drop_intermediate)
         self.spe.setValue(0 if cfg.steps_per_execution == "auto" else int(cfg.steps_per_execution))
         self.xla.setChecked(cfg.jit_compile is True)
+        if cfg.evaluator == "local" or self.ray_available:
+            self.evaluator.setCurrentIndex(self.evaluator.findData(cfg.evaluator))
+        self.ray_address.setText(cfg.ray_address or "")
+        self.ray_gpus.setValue(cfg.ray_gpus_per_member)
+
+
+def ray_status_text(info: dict, address: str) -> str:
+    """One sentence on what a Ray run would get, from ``ray_evaluator --probe``'s answer."""
+    if not info.get("ok"):
+        return f"Ray: {info.get('error', 'no answer')}"
+    cpus, gpus = info.get("CPU", 0), info.get("GPU", 0)
+    gpu_text = f"{gpus:g} GPU{'s' if gpus != 1 else ''}" if gpus else "no GPU"
+    if info.get("local"):
+        return (f"Ray {info.get('ray', '')}: a local Ray instance starts with the run, on this machine's "
+                f"{cpus:g} CPUs and {gpu_text}; up to {int(cpus)} members train at once.")
+    nodes = info.get("nodes", 0)
+    return (f"Ray {info.get('ray', '')} cluster at {address}: {nodes} node{'s' if nodes != 1 else ''}, "
+            f"{cpus:g} CPUs, {gpu_text}; up to {int(cpus)} members train at once.")
 
 
 def format_duration(seconds: float) -> str:

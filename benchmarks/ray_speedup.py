@@ -1,0 +1,119 @@
+"""Wall time per cycle: members in this process against members as Ray tasks, in one process run.
+
+    python benchmarks/ray_speedup.py [--quick] [--workers 2] [--out DIR]
+
+The MNIST FNN on the examples' 4,500 digits; m = 1, c = 3, pop_size = 4, n = 2, k = 1.  The same run
+(same seed, same genes) twice: ``evaluator = "local"`` (members one after the other, TensorFlow using
+every core), then ``evaluator = "ray"`` on a local Ray instance with ``--workers`` CPUs (one CPU and one
+TensorFlow thread per member, so that many members train at once).  Per cycle, the time from the
+first member's start to the cycle's result (the parallel part) and the fixing phase (serial) are
+taken from the events; the Ray instance's start-up is reported apart.
+
+It also writes the inputs of the Amdahl estimate in docs/cluster.md: the serial share of a run and
+the per-member overhead of a remote member.  Writes ``DIR/ray_speedup.json`` (``{"records": [...]}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "examples"))
+
+
+def timed_run(evaluator: str, quick: bool, workers: int) -> dict[str, Any]:
+    import mnist_fnn
+
+    import miha_engine as me
+
+    x, y, xt, yt = mnist_fnn.load(quick=quick)
+    cfg = me.RunConfig(runup_epochs=1, candidate_epochs=1 if quick else 2, fixing_epochs=1, cycles=2 if quick else 3,
+                       population_size=workers * 2, batch_size=32, seed=0, evaluator=evaluator)
+    marks: list[tuple[str, int, float]] = []
+    member_epochs: list[float] = []
+    main_epochs: list[float] = []
+
+    def listener(e):
+        now = time.perf_counter()
+        if e.kind == "member_started" and e.member == 0:
+            marks.append(("cycle_start", e.cycle, now))
+        elif e.kind == "cycle_done":
+            marks.append(("population_done", e.cycle, now))
+        elif e.kind == "archive_saved" and e.description.startswith("main model after cycle"):
+            marks.append(("cycle_saved", int(e.description.rsplit(" ", 1)[1]), now))
+        elif e.kind == "epoch_ended":
+            (member_epochs if e.phase == "member" else main_epochs).append(e.seconds)
+
+    t0 = time.perf_counter()
+    res = me.run(mnist_fnn.build(0), me.from_arrays(x, y, x_test=xt, y_test=yt), cfg,
+                 run_dir=Path(tempfile.mkdtemp(prefix=f"miha-ray-{evaluator}-")) / "run", listeners=[listener])
+    wall = time.perf_counter() - t0
+    at = {(k, c): t for k, c, t in marks}
+    population_s = [at[("population_done", c)] - at[("cycle_start", c)] for c in range(1, cfg.cycles + 1)]
+    cycle_s = [at[("cycle_saved", c)] - at[("cycle_start", c)] for c in range(1, cfg.cycles + 1)]
+    genes = {c: [e["genes"] for k, e in sorted(res.population[c].items()) if k != "_cycle"] for c in res.population}
+    return {"evaluator": evaluator, "wall_s": wall, "population_s": population_s, "cycle_s": cycle_s,
+            "median_population_s": statistics.median(population_s), "median_cycle_s": statistics.median(cycle_s),
+            "median_member_epoch_s": statistics.median(member_epochs), "median_main_epoch_s": statistics.median(main_epochs),
+            "config": cfg.to_dict(), "genes": genes, "test_accuracy": res.test_metrics.get("final", {}).get("accuracy")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray instance (one member each)")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from miha_engine import ray_evaluator
+
+    local = timed_run("local", args.quick, args.workers)
+    t = time.perf_counter()
+    ray_evaluator.connect(None, num_cpus=args.workers)
+    ray_start = time.perf_counter() - t
+    remote = timed_run("ray", args.quick, args.workers)
+    import ray
+
+    ray.shutdown()
+    same_genes = local["genes"] == remote["genes"]
+    speedup_cycle = local["median_cycle_s"] / remote["median_cycle_s"]
+    speedup_population = local["median_population_s"] / remote["median_population_s"]
+    pop = local["config"]["population_size"]
+    n = local["config"]["candidate_epochs"]
+    # a remote member's cost beyond its epochs: the population phase on Ray, minus the epochs it
+    # trained, spread over the members (each worker trains pop/workers of them in turn)
+    per_member_overhead = (remote["median_population_s"] - (pop / args.workers) * n * remote["median_member_epoch_s"]) / (pop / args.workers)
+    result = {
+        "workers": args.workers, "cpu_count": os.cpu_count(), "quick": args.quick,
+        "local": local, "ray": remote, "ray_start_s": ray_start, "same_genes": same_genes,
+        "speedup_per_cycle": speedup_cycle, "speedup_population_phase": speedup_population,
+        "remote_member_overhead_s": per_member_overhead,
+    }
+    result["records"] = [
+        {"system": f"miha-{r['evaluator']}", "task": "mnist_fnn", "seed": 0,
+         "epochs": 2 * r["config"]["runup_epochs"] + r["config"]["cycles"] * (pop * n + r["config"]["fixing_epochs"]),
+         "wall_s": r["wall_s"], "metric": "median_cycle_s", "value": r["median_cycle_s"],
+         "config": {"evaluator": r["evaluator"], "workers": args.workers if r["evaluator"] == "ray" else 1,
+                    "population_size": pop, "n": n, "median_population_s": r["median_population_s"],
+                    "median_member_epoch_s": r["median_member_epoch_s"]}}
+        for r in (local, remote)]
+    (out / "ray_speedup.json").write_text(json.dumps(result, indent=1, default=float))
+    print(f"per cycle: in-process {local['median_cycle_s']:.2f} s, Ray ({args.workers} workers) "
+          f"{remote['median_cycle_s']:.2f} s: speed-up ×{speedup_cycle:.2f} (population phase ×{speedup_population:.2f}); "
+          f"member epoch {local['median_member_epoch_s']:.3f} s in-process vs {remote['median_member_epoch_s']:.3f} s "
+          f"on a 1-CPU worker; Ray start {ray_start:.1f} s; same genes: {same_genes}")
+
+
+if __name__ == "__main__":
+    main()

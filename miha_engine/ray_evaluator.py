@@ -1,0 +1,447 @@
+"""Train each population's members as Ray tasks, in parallel, on one machine or a cluster.
+
+The driver (the process running :func:`miha_engine.run`) keeps the whole MIHA loop: it draws the
+genes, trains the run-up, fixing and final phases, scores, selects and writes the run folder.  Only
+the members go to Ray.  Each member task receives:
+
+- the current main model's archive (``model_<cycle>.keras``, put in Ray's object store once per
+  cycle; it holds the weights and the optimizer's state exactly),
+- its genes,
+- a reference to the training and validation arrays (put in the object store once per run),
+
+and returns its per-epoch losses, its trained archive (bytes, which the driver writes into the run
+folder) and its trained state as arrays (for selection and crossover).  Epoch results stream back
+through a small Ray queue while members train, so the app's plots stay live.
+
+A worker that dies mid-member (a crash, a lost node, out of memory) is retried by Ray up to
+``ray_max_retries`` times; after that the member scores worst and the run goes on.  An exception
+raised by the member's own code is not retried: it fails the run as it would in-process.
+
+Probe a cluster from the command line (the app does this to show its resources)::
+
+    python -m miha_engine.ray_evaluator --probe [auto|HOST:PORT]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from .errors import Cancelled, InputError, MihaError
+from .evaluators import MemberJob, MemberOutcome
+
+#: Ray exceptions that mean "the worker or its node went away", as opposed to an error in MIHA's
+#: own code: after Ray's retries the member scores worst and the run goes on.
+_DEATH_ERRORS = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ObjectLostError",
+                 "OwnerDiedError", "LocalRayletDiedError", "ActorDiedError")
+
+
+def _import_ray(local: bool = False):
+    """Import Ray with usage statistics off.  ``local``: this process will start a local instance,
+    which then binds and advertises 127.0.0.1 only (Ray reads this setting at import)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if local and "ray" not in sys.modules:
+        # Ray's switch for single-machine use (named after the platforms where it is the default):
+        # the node address becomes loopback, so no port of a local instance is reachable from outside.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise InputError("the Ray evaluator needs Ray: pip install 'miha[ray]' (or choose the in-process "
+                         "evaluator)") from exc
+    return ray
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> bool:
+    """Join the cluster at ``address`` or start a local Ray instance bound to loopback.
+
+    Returns True when this call started Ray (so the caller should shut it down), False when this
+    process was already connected.
+    """
+    loopback = not address or _is_loopback(address)
+    ray = _import_ray(local=loopback)
+    if ray.is_initialized():
+        return False
+    if address and address != "auto":
+        _check_reachable(address)
+    if loopback:  # Ray would otherwise swap 127.0.0.1 for this machine's network address
+        _loopback_only()
+    common = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False, configure_logging=True)
+    try:
+        if address:
+            import miha_engine
+
+            # Ship this version of the engine with the job, so workers need only TensorFlow,
+            # Keras, numpy and h5py installed (and the same Python minor version).
+            ray.init(address=address, runtime_env={"py_modules": [os.path.dirname(miha_engine.__file__)]}, **common)
+        else:
+            ray.init(num_cpus=num_cpus, **common)
+    except ConnectionError as exc:
+        raise InputError(f"cannot connect to the Ray cluster at {address}: {exc}. Start it with "
+                         "'ray start --head' (see docs/cluster.md) or leave the address empty to start "
+                         "a local Ray instance") from exc
+    except (RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise InputError(f"cannot start or join {where}: {exc}") from exc
+    return True
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rpartition(":")[0]
+    return host in ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _loopback_only() -> None:
+    """For a local instance imported before :func:`_import_ray` could set its switch: the same
+    setting, on the module Ray reads it from when it picks the node's address."""
+    try:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    except (ImportError, AttributeError):  # another Ray layout: it advertises its usual address
+        pass
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with a clear message, where Ray itself would retry for minutes."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"the Ray address {address!r} is not HOST:PORT (or 'auto', or ray://HOST:PORT)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise InputError(f"nothing answers at the Ray address {address} ({exc.strerror or exc}). Start the cluster "
+                         "with 'ray start --head' on that machine and use the address it prints (see "
+                         "docs/cluster.md), or leave the address empty to start a local Ray instance") from exc
+
+
+def cluster_resources() -> dict[str, Any]:
+    ray = _import_ray()
+    total = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {"nodes": len(nodes), "CPU": float(total.get("CPU", 0)), "GPU": float(total.get("GPU", 0)),
+            "max_node_CPU": max((float(n.get("Resources", {}).get("CPU", 0)) for n in nodes), default=0.0),
+            "max_node_GPU": max((float(n.get("Resources", {}).get("GPU", 0)) for n in nodes), default=0.0)}
+
+
+def describe_resources(res: dict[str, Any]) -> str:
+    gpus = f", {res['GPU']:g} GPU{'s' if res['GPU'] != 1 else ''}" if res.get("GPU") else ", no GPU"
+    return f"{res['nodes']} node{'s' if res['nodes'] != 1 else ''}, {res['CPU']:g} CPUs{gpus}"
+
+
+# -- the worker side ------------------------------------------------------------------------------
+
+class _WorkerContext:
+    """What a worker process keeps between member tasks of one run: the dataset pipeline, the
+    compile spec, the model pool and the current parent's state."""
+
+    def __init__(self, setup: dict[str, Any], data: dict[str, Any]):
+        from . import models as mdl
+        from .config import RunConfig
+        from .data import from_arrays
+        from .training import CancelToken, Trainer
+
+        self.run_id = setup["run_id"]
+        self.config = RunConfig.from_dict(setup["config"])
+        self.setup = setup
+        mdl.configure_tensorflow()
+        self.data = from_arrays(data["x"], data["y"], data.get("x_val"), data.get("y_val"))
+        self.trainer = Trainer(self.data, self.config, CancelToken(), self.config.seed)
+        self.pool = None
+        self.spec = None
+        self.parent_key = None
+        self.parent = None
+
+    def set_parent(self, archive: bytes, parent_genes) -> None:
+        from . import models as mdl
+
+        key = hashlib.sha1(archive).hexdigest()
+        if key == self.parent_key:
+            return
+        with tempfile.TemporaryDirectory(prefix="miha-ray-") as tmp:
+            path = Path(tmp) / "parent.keras"
+            path.write_bytes(archive)
+            model = mdl.load_model(path, unsafe=bool(self.setup.get("unsafe")))
+        if self.spec is None:
+            self.spec = mdl.compile_spec(model, self.config)
+            template = (self.setup.get("search_context") or {}).get("optimizer_template")
+            import keras
+
+            self.spec.optimizer_template = keras.saving.deserialize_keras_object(template) if template else None
+        if self.pool is None:
+            spe = self.trainer.steps_per_execution(parent_genes.batch_size)
+            self.pool = mdl.ModelPool(model, parent_genes, self.spec, spe, self.trainer.jit(model))
+        self.parent = mdl.snapshot(model, parent_genes)
+        self.parent_key = key
+
+
+_CONTEXT: dict[str, _WorkerContext] = {}
+
+
+def _limit_threads(cpus: float) -> None:
+    """Before TensorFlow starts in this worker: use the CPUs the task asked for, not the machine's."""
+    if "tensorflow" in sys.modules:
+        return
+    n = str(max(1, int(math.ceil(cpus))))
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", n)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1" if n == "1" else "2")
+
+
+def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, job: dict[str, Any], queue) -> dict[str, Any]:
+    """One member, in a Ray worker: start from the parent archive, mutate, train n epochs."""
+    _limit_threads(setup.get("cpus", 1.0))
+    from . import models as mdl
+    from .genes import Genes
+
+    ctx = _CONTEXT.get(setup["run_id"])
+    if ctx is None:
+        _CONTEXT.clear()  # one run at a time per worker: free the previous run's models
+        ctx = _CONTEXT[setup["run_id"]] = _WorkerContext(setup, data)
+    parent_genes = Genes.from_dict(job["parent_genes"])
+    ctx.set_parent(archive, parent_genes)
+    genes = Genes.from_dict(job["genes"])
+    cycle, index = int(job["cycle"]), int(job["index"])
+    token = uuid.uuid4().hex
+    where = {"host": socket.gethostname(), "pid": os.getpid()}
+    queue.put(("begin", cycle, index, token, where))
+    import keras
+
+    keras.utils.set_random_seed(ctx.config.seed * 100_003 + cycle * 1_000 + index)
+    ctx.trainer._shuffle_counter = cycle * 1_000 + index  # the same shuffles wherever it runs
+    model = ctx.pool.get(genes)
+    mdl.restore(model, ctx.parent, genes)
+
+    def on_epoch(epoch, loss, val, seconds):
+        queue.put(("epoch", cycle, index, token, epoch, loss, val, seconds))
+
+    result = ctx.trainer.fit(model, genes.batch_size, ctx.config.candidate_epochs, on_epoch, spec=ctx.spec)
+    if ctx.trainer.xla_failed and ctx.pool.jit is not False:
+        ctx.pool.disable_jit()
+    notes, ctx.trainer.notes[:] = list(ctx.trainer.notes), []
+    with tempfile.TemporaryDirectory(prefix="miha-ray-") as tmp:
+        path = mdl.save_model(model, Path(tmp) / "member.keras")
+        archive_out = path.read_bytes()
+    return {"losses": result.losses, "val_losses": result.val_losses, "diverged": result.diverged,
+            "archive": archive_out, "snapshot": mdl.snapshot(model, genes), "where": where, "notes": notes}
+
+
+# -- the driver side ------------------------------------------------------------------------------
+
+class RayEvaluator:
+    """Train each population's members as Ray tasks (see the module's text)."""
+
+    name = "ray"
+
+    def __init__(self, config):
+        self.config = config
+        self.ray = None
+        self.started = False
+        self.queue = None
+        self.setup_ref = None
+        self.data_ref = None
+        self.resources: dict[str, Any] = {}
+        self.gpus = 0.0
+
+    def describe(self) -> str:
+        where = f"the Ray cluster at {self.config.ray_address}" if self.config.ray_address else "a local Ray instance"
+        res = f" ({describe_resources(self.resources)})" if self.resources else ""
+        gpu = f", {self.gpus:g} GPU per member" if self.gpus else ""
+        return f"{where}{res}, {self.config.ray_cpus_per_member:g} CPU{gpu} per member, in parallel"
+
+    def open(self, run) -> None:
+        cfg = self.config
+        self.ray = ray = _import_ray(local=not cfg.ray_address or _is_loopback(cfg.ray_address))
+        self.started = connect(cfg.ray_address)
+        self.resources = res = cluster_resources()
+        if cfg.ray_cpus_per_member > res["max_node_CPU"]:
+            raise InputError(f"each member asks for {cfg.ray_cpus_per_member:g} CPUs but no Ray node has more than "
+                             f"{res['max_node_CPU']:g}; lower ray_cpus_per_member")
+        self.gpus = cfg.ray_gpus_per_member if res["GPU"] > 0 else 0.0
+        if cfg.ray_gpus_per_member and not res["GPU"]:
+            run.note(f"the Ray cluster has no GPU, so ray_gpus_per_member = {cfg.ray_gpus_per_member:g} is ignored; "
+                     "members train on CPUs")
+        elif res["GPU"] and not cfg.ray_gpus_per_member:
+            run.note(f"the Ray cluster has {res['GPU']:g} GPU(s) but ray_gpus_per_member is 0, so members train on "
+                     "CPUs; set it to a fraction such as 0.25 to share each GPU among four members")
+        if self.gpus > res["max_node_GPU"]:
+            raise InputError(f"each member asks for {self.gpus:g} GPUs but no Ray node has more than "
+                             f"{res['max_node_GPU']:g}; lower ray_gpus_per_member")
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        data = run.data
+        arrays = {"x": data.x, "y": data.y}
+        if data.has_validation:
+            arrays.update(x_val=data.x_val, y_val=data.y_val)
+        self.data_ref = ray.put(arrays)
+        self.setup_ref = ray.put({
+            "run_id": uuid.uuid4().hex, "config": cfg.to_dict(), "search_context": run.search_context(),
+            "unsafe": bool(getattr(run, "unsafe_model", False)), "cpus": cfg.ray_cpus_per_member,
+        })
+        self._task = ray.remote(train_member)
+
+    def close(self) -> None:
+        ray = self.ray
+        if ray is None:
+            return
+        try:
+            if self.queue is not None:
+                self.queue.shutdown(force=True)
+            if self.started and ray.is_initialized():
+                ray.shutdown()
+        except Exception:  # noqa: BLE001 - closing must never hide the run's own outcome
+            pass
+        self.queue = None
+        self.ray = None
+
+    def members(self, run, cycle: int, jobs: list[MemberJob], parent, branch_step: int) -> Iterator[MemberOutcome]:
+        ray = self.ray
+        cfg = self.config
+        if run.main_archive is None or not Path(run.main_archive).exists():
+            raise MihaError("internal: the main model's archive is missing, so remote members cannot start")
+        archive_ref = ray.put(Path(run.main_archive).read_bytes())
+        options = dict(num_cpus=cfg.ray_cpus_per_member, num_gpus=self.gpus, max_retries=cfg.ray_max_retries,
+                       retry_exceptions=False)
+        pending: dict[Any, MemberJob] = {}
+        for job in jobs:
+            run.emit(ev.MemberStarted(cycle=cycle, member=job.index, genes=job.genes.to_dict(), change=job.change,
+                                      branch_step=branch_step))
+            spec = {"cycle": cycle, "index": job.index, "genes": job.genes.to_dict(),
+                    "parent_genes": parent.genes.to_dict()}
+            pending[self._task.options(**options).remote(self.setup_ref, self.data_ref, archive_ref, spec, self.queue)] = job
+        tokens: dict[int, str] = {}
+        attempts: dict[int, int] = {}
+        by_index = {job.index: job for job in jobs}
+        try:
+            while pending:
+                if run.cancel.cancelled:
+                    raise Cancelled("the run was stopped")
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+                self._drain(run, cycle, branch_step, by_index, tokens, attempts)
+                for ref in ready:
+                    job = pending.pop(ref)
+                    yield self._outcome(run, ref, job, attempts.get(job.index, 1))
+        finally:
+            for ref in pending:  # stopped or failed: do not leave members training
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _drain(self, run, cycle, branch_step, jobs: dict[int, MemberJob], tokens, attempts) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            n = self.queue.qsize()
+            if not n:
+                return
+            try:
+                items = self.queue.get_nowait_batch(n)
+            except Empty:
+                return
+            for item in items:
+                kind, c, i = item[0], item[1], item[2]
+                if c != cycle:
+                    continue
+                if kind == "begin":
+                    token, where = item[3], item[4]
+                    if i in tokens:  # Ray started this member again after its worker died
+                        attempts[i] = attempts.get(i, 1) + 1
+                        job = jobs[i]
+                        run.note(f"cycle {cycle}, member {i}: its worker died; Ray started it again on "
+                                 f"{where['host']} (attempt {attempts[i]} of {self.config.ray_max_retries + 1})")
+                        run.emit(ev.MemberStarted(cycle=cycle, member=i, genes=job.genes.to_dict(), change=job.change,
+                                                  branch_step=branch_step))
+                    tokens[i] = token
+                elif kind == "epoch" and tokens.get(i) == item[3]:
+                    _, _, _, _, epoch, loss, val, seconds = item
+                    run.emit(ev.EpochEnded(phase="member", cycle=cycle, member=i, epoch=epoch + 1,
+                                           step=branch_step + epoch + 1, loss=loss, val_loss=val, seconds=seconds))
+
+    def _outcome(self, run, ref, job: MemberJob, attempt: int) -> MemberOutcome:
+        ray = self.ray
+        n = self.config.candidate_epochs
+        try:
+            res = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            cause = getattr(exc, "cause", None)
+            names = {type(exc).__name__, type(cause).__name__ if cause is not None else ""}
+            if names & set(_DEATH_ERRORS):
+                nan = [math.nan] * n
+                return MemberOutcome(job, nan, nan if run.data.has_validation else [], False,
+                                     failure=f"its worker died {self.config.ray_max_retries + 1} time(s) "
+                                             f"({type(exc).__name__}), so it could not be trained")
+            if isinstance(cause, MihaError):
+                raise cause from exc
+            if cause is not None and not isinstance(exc, type(cause)):
+                raise MihaError(f"member {job.index} of this cycle failed on a Ray worker: "
+                                f"{type(cause).__name__}: {cause}") from exc
+            raise
+        for note in res.get("notes", []):
+            run.note(f"member {job.index}: {note}")
+        where = dict(res.get("where") or {})
+        where["attempt"] = attempt
+        return MemberOutcome(job, res["losses"], res["val_losses"], res["diverged"], archive=res["archive"],
+                             snapshot=res["snapshot"], where=where)
+
+
+# -- probing (the app asks this in a subprocess, so the window never waits on Ray) ----------------
+
+def probe(address: str | None) -> dict[str, Any]:
+    """What a run on Ray would get: for no address, this machine (without starting Ray); for an
+    address, the cluster's resources."""
+    try:
+        ray = _import_ray()
+    except InputError as exc:
+        return {"ok": False, "error": str(exc)}
+    if not address:
+        return {"ok": True, "local": True, "ray": ray.__version__, "nodes": 1, "CPU": float(os.cpu_count() or 1),
+                "GPU": float(_local_gpus())}
+    try:
+        connect(address)
+        res = cluster_resources()
+        ray.shutdown()
+    except InputError as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, "local": False, "ray": ray.__version__, **res}
+
+
+def _local_gpus() -> int:
+    try:
+        return sum(1 for name in os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m miha_engine.ray_evaluator")
+    ap.add_argument("--probe", nargs="?", const="", metavar="ADDRESS",
+                    help="print, as JSON, the resources a Ray run would get (no address: this machine)")
+    args = ap.parse_args(argv)
+    if args.probe is None:
+        ap.print_help()
+        return 2
+    t0 = time.perf_counter()
+    out = probe(args.probe or None)
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    print(json.dumps(out))
+    return 0 if out.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

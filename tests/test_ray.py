@@ -1,0 +1,205 @@
+"""The Ray evaluator on a real local Ray instance (2 CPUs, loopback only, no usage stats).
+
+Members train as Ray tasks in worker processes; these tests check that a run on Ray leaves the
+same run folder and the same genes as in-process, that epochs stream back live, that a worker
+killed mid-member is retried (or, with no retries left, its member scores worst and the run goes
+on), and that the CLI and the app reach it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+import ray  # noqa: E402  (the dev extra installs miha[ray]; a missing Ray must fail here, not skip)
+
+import miha_engine as me  # noqa: E402
+from miha_engine import ray_evaluator  # noqa: E402
+from miha_engine.testing import dense_classifier  # noqa: E402
+
+CFG = me.RunConfig(runup_epochs=1, candidate_epochs=2, fixing_epochs=1, cycles=2, population_size=3, seed=5)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray instance for the module: 2 CPUs, bound to 127.0.0.1."""
+    assert ray_evaluator.connect(None, num_cpus=2)
+    address = ray.get_runtime_context().gcs_address
+    assert address.startswith("127.0.0.1:")  # a local instance listens on loopback only
+    yield address
+    ray.shutdown()
+
+
+def _worker_pids() -> list[int]:
+    """Ray worker processes that are running a member now (Ray titles them after the task)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::train_member"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_ray_run_matches_in_process_run(cluster, ds, tmp_path):
+    local = me.run(dense_classifier(seed=1), ds, CFG, run_dir=tmp_path / "local")
+    seen: list[tuple[str, int | None]] = []
+    remote = me.run(dense_classifier(seed=1), ds, CFG.replace(evaluator="ray"), run_dir=tmp_path / "ray",
+                    listeners=[lambda e: seen.append((e.kind, getattr(e, "member", None)))])
+    assert remote.status == local.status == "finished"
+    # the same seed draws the same genes, member by member
+    for cycle in ("1", "2"):
+        for i in ("0", "1", "2"):
+            assert remote.population[cycle][i]["genes"] == local.population[cycle][i]["genes"]
+            assert remote.population[cycle][i]["change"] == local.population[cycle][i]["change"]
+            assert len(remote.population[cycle][i]["losses"]) == CFG.candidate_epochs
+            worker = remote.population[cycle][i]["worker"]
+            assert worker["pid"] != os.getpid() and worker["attempt"] == 1
+    # the same run folder: every archive, each a loadable model with the run's topology
+    names = sorted(p.name for p in (tmp_path / "local").rglob("*.keras"))
+    assert names == sorted(p.name for p in (tmp_path / "ray").rglob("*.keras"))
+    member = me.load_model(tmp_path / "ray" / "population" / "2_1_model.keras")
+    assert member.count_params() == dense_classifier().count_params()
+    assert len(remote.history) == len(local.history) == CFG.lineage_epochs
+    events = [json.loads(line)["kind"] for line in (tmp_path / "ray" / "events.jsonl").read_text().splitlines()]
+    assert events.count("member_trained") == CFG.cycles * CFG.population_size
+    assert events.count("epoch_ended") == CFG.total_epochs
+    # epochs stream back while members train: each member's epochs come before its result
+    for i in range(3):
+        first_epoch = seen.index(("epoch_ended", i))
+        assert first_epoch < seen.index(("member_trained", i))
+    assert any("population members train on a local Ray instance" in n for n in _notes(tmp_path / "ray"))
+
+
+def _notes(run_dir: Path) -> list[str]:
+    lines = (run_dir / "events.jsonl").read_text().splitlines()
+    return [e["message"] for e in map(json.loads, lines) if e["kind"] == "note"]
+
+
+def _kill_one_member_worker(done: list[int]):
+    def listener(e):
+        if done or e.kind != "epoch_ended" or e.phase != "member" or e.cycle != 1:
+            return
+        pids = _worker_pids()
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            done.append(pids[0])
+    return listener
+
+
+def _bigger(ds):
+    # enough epochs that a member is still training when the test kills its worker
+    return CFG.replace(candidate_epochs=12, cycles=1, population_size=2, batch_size=8)
+
+
+def test_killed_worker_is_retried_and_the_run_goes_on(cluster, ds, tmp_path):
+    killed: list[int] = []
+    res = me.run(dense_classifier(), ds, _bigger(ds).replace(evaluator="ray", ray_max_retries=2), run_dir=tmp_path / "r",
+                 listeners=[_kill_one_member_worker(killed)])
+    assert killed, "no member worker was found to kill"
+    assert res.status == "finished"
+    notes = _notes(tmp_path / "r")
+    assert any("its worker died; Ray started it again" in n for n in notes), notes
+    entries = {k: v for k, v in res.population["1"].items() if k != "_cycle"}
+    assert sorted(e["worker"]["attempt"] for e in entries.values()) == [1, 2]
+    for i in entries:
+        assert (tmp_path / "r" / "population" / f"1_{i}_model.keras").exists()
+        assert len(entries[i]["losses"]) == 12 and all(v == v for v in entries[i]["losses"])
+
+
+def test_worker_dead_after_retries_scores_worst_and_the_run_goes_on(cluster, ds, tmp_path):
+    killed: list[int] = []
+    res = me.run(dense_classifier(), ds, _bigger(ds).replace(evaluator="ray", ray_max_retries=0), run_dir=tmp_path / "r",
+                 listeners=[_kill_one_member_worker(killed)])
+    assert killed and res.status == "finished"
+    entries = {k: v for k, v in res.population["1"].items() if k != "_cycle"}
+    failed = [i for i, e in entries.items() if "failed" in e]
+    assert len(failed) == 1
+    (bad,) = failed
+    assert entries[bad]["fitness"] is None and not entries[bad]["chosen"]
+    assert "worker died" in entries[bad]["failed"]
+    assert not (tmp_path / "r" / "population" / f"1_{bad}_model.keras").exists()
+    assert any(e["chosen"] for e in entries.values())
+    assert any("scores worst" in n for n in _notes(tmp_path / "r"))
+    assert me.load_model(res.final_model) is not None
+
+
+def test_cli_runs_on_ray_and_explains_a_bad_address(cluster, files, tmp_path):
+    from miha_engine.cli import main
+
+    model, data = files
+    code = main(["run", "--model", str(model), "--data", str(data), "-m", "1", "-n", "1", "-k", "1", "-c", "1", "-p", "2",
+                 "--evaluator", "ray", "--run-dir", str(tmp_path / "cli"), "--quiet"])
+    assert code == 0
+    population = json.loads((tmp_path / "cli" / "population.json").read_text())
+    assert {e["worker"]["attempt"] for k, e in population["1"].items() if k != "_cycle"} == {1}
+    info = json.loads((tmp_path / "cli" / "run.json").read_text())
+    assert info["config"]["evaluator"] == "ray"
+    # a cluster that does not answer: a clear message in seconds, exit code 2, nothing trained
+    # (in a subprocess: this one stays connected to the test cluster)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "miha_engine", "run", "--model", str(model), "--data", str(data),
+                          "-c", "1", "--ray-address", "127.0.0.1:9", "--run-dir", str(tmp_path / "bad"), "--quiet"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "nothing answers at the Ray address 127.0.0.1:9" in out.stderr and "ray start --head" in out.stderr
+    assert time.perf_counter() - t0 < 60
+
+
+def test_config_checks_ray_settings():
+    with pytest.raises(me.ConfigError, match="evaluator must be one of local, ray"):
+        me.RunConfig(evaluator="dask")
+    with pytest.raises(me.ConfigError, match="ray_gpus_per_member"):
+        me.RunConfig(ray_gpus_per_member=-1)
+    with pytest.raises(me.ConfigError, match="ray_max_retries"):
+        me.RunConfig(ray_max_retries=-1)
+    cfg = me.RunConfig(evaluator="ray", ray_address="auto", ray_gpus_per_member=0.25)
+    assert me.RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_app_trains_the_population_on_a_ray_cluster(cluster, qtbot, tmp_path, files):
+    pytest.importorskip("PySide6")
+    from PySide6.QtCore import QSettings
+
+    from miha_gui.window import MainWindow
+
+    w = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.panel.run_dir.setText(str(tmp_path / "runs"))
+    w.show()
+    w.panel.apply_config(me.RunConfig(runup_epochs=1, candidate_epochs=1, fixing_epochs=1, cycles=1, population_size=2))
+    model, data = files
+    assert w.panel.load_model(str(model)) and w.panel.load_data(str(data))
+    panel = w.panel
+    assert not panel.ray_address.isEnabled()
+    panel.evaluator.setCurrentIndex(panel.evaluator.findData("ray"))
+    assert panel.ray_address.isEnabled()
+    qtbot.waitUntil(lambda: "CPUs" in panel.ray_status.text(), timeout=30_000)
+    assert "local Ray instance" in panel.ray_status.text()
+    # the cluster started for these tests: the probe joins it and shows its resources
+    panel.ray_address.setText(cluster)
+    panel.probe_ray()
+    qtbot.waitUntil(lambda: "CPUs" in panel.ray_status.text(), timeout=60_000)
+    assert f"cluster at {cluster}" in panel.ray_status.text()
+    assert "2 CPUs" in panel.ray_status.text() and "1 node" in panel.ray_status.text()
+    cfg = panel.config()
+    assert cfg.evaluator == "ray" and cfg.ray_address == cluster
+    w.start_run()
+    qtbot.waitUntil(lambda: not w.running, timeout=240_000)
+    assert w.state.status == "finished", w.state.message
+    assert len([b for b in w.state.branches.values() if b.trained]) == 2
+    assert any("Ray cluster at" in n for n in w.state.notes)
+    w.close()
