@@ -146,7 +146,7 @@ def overhead(quick: bool) -> dict[str, Any]:
     limit_model = mnist_fnn.build(0)
     trainer = Trainer(data, cfg, me.CancelToken(), 0)
     limit_model.compile(optimizer=limit_model.optimizer, loss=limit_model.loss, metrics=["accuracy"],
-                        steps_per_execution=trainer.steps_per_execution(32))
+                        steps_per_execution=trainer.steps_per_execution(32), jit_compile=trainer.jit(limit_model))
     t0 = time.perf_counter()
     for bs, n in segments:
         trainer.fit(limit_model, bs, n, lambda *a: None)

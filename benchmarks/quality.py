@@ -209,8 +209,9 @@ class _Ledger:
     def exhausted(self) -> bool:
         return self.used >= self.budget_max
 
-    def finished(self, task: Task, model, val_loss: float, hp: dict[str, Any]) -> None:
-        entry = {"epochs": self.used, "wall_s": time.perf_counter() - self.t0, "val_loss": val_loss, "hp": hp}
+    def finished(self, task: Task, model, val_loss: float, hp: dict[str, Any], trained: int) -> None:
+        entry = {"epochs": self.used, "wall_s": time.perf_counter() - self.t0, "val_loss": val_loss, "hp": hp,
+                 "trained": trained}
         if math.isfinite(val_loss) and val_loss < self.best_val:
             # test is scored only for a new best-by-validation, and reported only at the budgets
             self.best_val = val_loss
@@ -226,7 +227,8 @@ class _Ledger:
                 continue
             best = min(done, key=lambda t: t["val_loss"])
             out.append(_record(system, task, seed, max(t["epochs"] for t in done), max(t["wall_s"] for t in done),
-                               best["test"], budget=mult, trials=len(done), best_hp=best["hp"], **config))
+                               best["test"], budget=mult, trials=len(done), best_hp=best["hp"],
+                               longest_trial_epochs=max(t["trained"] for t in done), **config))
         return out
 
 
@@ -287,7 +289,7 @@ def run_optuna(task: Task, seed: int, budget: int, trial_epochs: int) -> list[di
             study.stop()
             raise optuna.TrialPruned()
         val = float(hist.history["val_loss"][-1])
-        ledger.finished(task, model, val, hp)
+        ledger.finished(task, model, val, hp, epochs_run)
         if ledger.exhausted:
             study.stop()
         return val if math.isfinite(val) else 1e30
@@ -316,29 +318,35 @@ def run_keras_tuner(task: Task, seed: int, budget: int, trial_epochs: int, kind:
             want = kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0)
             if len(hist.history.get("loss", [])) >= want:
                 val = float(model.evaluate(task.x_val, task.y_val, verbose=0, return_dict=True)["loss"])
-                ledger.finished(task, model, val, dict(hp.values))
+                ledger.finished(task, model, val, dict(hp.values), kwargs.get("epochs", 1))
             return hist
 
-    def budgeted(base):
-        class Oracle(base):
-            def populate_space(self, trial_id):
-                if ledger.exhausted:
-                    return {"status": "STOPPED", "values": None}
-                return super().populate_space(trial_id)
-        return Oracle
-
-    common = dict(objective="val_loss", seed=seed)
-    if kind == "hyperband":
-        oracle = budgeted(kt.oracles.HyperbandOracle)(max_epochs=trial_epochs, factor=3, hyperband_iterations=100,
-                                                      **common)
-    else:
-        oracle = budgeted(kt.oracles.RandomSearchOracle)(max_trials=10_000, **common)
-    class Tuner(kt.Tuner):
+    class NoTensorBoard:
         def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
             pass  # no TensorBoard callback here; KerasTuner would import tensorboard for nothing
 
-    tuner = Tuner(oracle=oracle, hypermodel=HyperModel(), directory=tempfile.mkdtemp(prefix="miha-kt-"),
-                     project_name=kind, overwrite=True)
+    class Hyperband(NoTensorBoard, kt.Hyperband):
+        pass
+
+    class RandomSearch(NoTensorBoard, kt.RandomSearch):
+        pass
+
+    common = dict(hypermodel=HyperModel(), objective="val_loss", seed=seed, overwrite=True,
+                  directory=tempfile.mkdtemp(prefix="miha-kt-"), project_name=kind)
+    if kind == "hyperband":
+        # Hyperband's own tuner: it sets each trial's epochs and initial_epoch and carries the
+        # weights of the trial it continues
+        tuner = Hyperband(max_epochs=trial_epochs, factor=3, hyperband_iterations=100, **common)
+    else:
+        tuner = RandomSearch(max_trials=10_000, **common)
+    populate = tuner.oracle.populate_space
+
+    def budgeted(trial_id):  # the search ends once the epoch budget is spent
+        if ledger.exhausted:
+            return {"status": "STOPPED", "values": None}
+        return populate(trial_id)
+
+    tuner.oracle.populate_space = budgeted
     search_kwargs = dict(validation_data=(task.x_val, task.y_val), verbose=0)
     if kind != "hyperband":
         search_kwargs["epochs"] = trial_epochs
