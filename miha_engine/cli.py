@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="continue an interrupted run from its last completed cycle")
     s.add_argument("run_dir")
     s.add_argument("--data", help="the dataset, if it moved since the run started")
+    s.add_argument("--evaluator", choices=["local", "ray"], help="train the remaining populations here or on Ray")
+    s.add_argument("--ray-address", dest="ray_address", metavar="auto|HOST:PORT",
+                   help="the Ray cluster to join now (implies --evaluator ray)")
     s.add_argument("--quiet", "-q", action="store_true")
 
     e = sub.add_parser("export", help="write a run's final or best model")
@@ -214,7 +217,13 @@ def _cmd_resume(a: argparse.Namespace) -> int:
 
     token = CancelToken()
     _install_sigint(token)
-    return _report(resume(a.run_dir, data=a.data, listeners=[_Progress(a.quiet)], cancel=token))
+    execution = {}
+    if a.evaluator:
+        execution["evaluator"] = a.evaluator
+    if a.ray_address:
+        execution.update(ray_address=a.ray_address, evaluator=a.evaluator or "ray")
+    return _report(resume(a.run_dir, data=a.data, listeners=[_Progress(a.quiet)], cancel=token,
+                          execution=execution or None))
 
 
 def best_archive(run_dir: str | Path, which: str = "final") -> Path:

@@ -52,6 +52,22 @@ class MemberOutcome:
     where: dict[str, Any] = field(default_factory=dict)
 
 
+def member_seeds(seed: int, cycle: int, index: int) -> tuple[int, int]:
+    """(Keras seed, shuffle counter) of one member: a member trains the same way whichever
+    evaluator, worker or order runs it."""
+    return seed * 100_003 + cycle * 1_000 + index, cycle * 1_000 + index
+
+
+def seed_member(trainer, seed: int, cycle: int, index: int) -> int:
+    """Seed Keras and the trainer's shuffles for one member; returns the shuffle counter to put back."""
+    import keras
+
+    keras_seed, counter = member_seeds(seed, cycle, index)
+    keras.utils.set_random_seed(keras_seed)
+    saved, trainer._shuffle_counter = trainer._shuffle_counter, counter
+    return saved
+
+
 class LocalEvaluator:
     """Train members in this process, one after the other."""
 
@@ -81,7 +97,11 @@ class LocalEvaluator:
                 run.emit(ev.EpochEnded(phase="member", cycle=cycle, member=_i, epoch=epoch + 1,
                                        step=branch_step + epoch + 1, loss=loss, val_loss=val, seconds=seconds))
 
-            result = run.trainer.fit(model, job.genes.batch_size, cfg.candidate_epochs, on_epoch, spec=run.spec)
+            saved = seed_member(run.trainer, cfg.seed, cycle, job.index)
+            try:
+                result = run.trainer.fit(model, job.genes.batch_size, cfg.candidate_epochs, on_epoch, spec=run.spec)
+            finally:
+                run.trainer._shuffle_counter = saved  # the main line's shuffles go on as if no member ran
             run._after_fit()
             # The runner saves and snapshots the model before asking for the next member, so the
             # pooled model may be reused by the next job.

@@ -39,12 +39,16 @@ from typing import Any
 
 from . import events as ev
 from .errors import Cancelled, InputError, MihaError
-from .evaluators import MemberJob, MemberOutcome
+from .evaluators import MemberJob, MemberOutcome, seed_member
 
 #: Ray exceptions that mean "the worker or its node went away", as opposed to an error in MIHA's
-#: own code: after Ray's retries the member scores worst and the run goes on.
+#: own code or in the cluster's set-up: after Ray's retries the member scores worst and the run goes on.
 _DEATH_ERRORS = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ObjectLostError",
                  "OwnerDiedError", "LocalRayletDiedError", "ActorDiedError")
+
+
+def _death_types(ray) -> tuple[type, ...]:
+    return tuple(t for t in (getattr(ray.exceptions, n, None) for n in _DEATH_ERRORS) if isinstance(t, type))
 
 
 def _import_ray(local: bool = False):
@@ -63,9 +67,20 @@ def _import_ray(local: bool = False):
     return ray
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> bool:
+def preflight(config) -> None:
+    """What can be checked before a run folder exists or anything trains: Ray is installed, and a
+    cluster address answers."""
+    if config.evaluator != "ray":
+        return
+    _import_ray(local=not config.ray_address or _is_loopback(config.ray_address))
+    if config.ray_address and config.ray_address != "auto":
+        _check_reachable(config.ray_address)
+
+
+def connect(address: str | None, num_cpus: int | None = None, ship_code: bool = True) -> bool:
     """Join the cluster at ``address`` or start a local Ray instance bound to loopback.
 
+    ``ship_code``: send this engine to the cluster's workers (a run needs it; a probe does not).
     Returns True when this call started Ray (so the caller should shut it down), False when this
     process was already connected.
     """
@@ -75,8 +90,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         return False
     if address and address != "auto":
         _check_reachable(address)
-    if loopback:  # Ray would otherwise swap 127.0.0.1 for this machine's network address
-        _loopback_only()
+    previous = _loopback_only() if loopback else None  # else Ray swaps 127.0.0.1 for the network address
     common = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False, configure_logging=True)
     try:
         if address:
@@ -84,7 +98,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
 
             # Ship this version of the engine with the job, so workers need only TensorFlow,
             # Keras, numpy and h5py installed (and the same Python minor version).
-            ray.init(address=address, runtime_env={"py_modules": [os.path.dirname(miha_engine.__file__)]}, **common)
+            env = {"py_modules": [os.path.dirname(miha_engine.__file__)]} if ship_code else None
+            ray.init(address=address, runtime_env=env, **common)
         else:
             ray.init(num_cpus=num_cpus, **common)
     except ConnectionError as exc:
@@ -94,6 +109,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     except (RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise InputError(f"cannot start or join {where}: {exc}") from exc
+    finally:
+        if previous is not None:  # the node's address is fixed now; later connections decide anew
+            _set_cluster_switch(previous)
     return True
 
 
@@ -102,14 +120,26 @@ def _is_loopback(address: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def _loopback_only() -> None:
-    """For a local instance imported before :func:`_import_ray` could set its switch: the same
-    setting, on the module Ray reads it from when it picks the node's address."""
+def _loopback_only() -> bool | None:
+    """Make the next ``ray.init`` use 127.0.0.1 as the node's address: the switch Ray reads at
+    import (set by :func:`_import_ray`), set again on the module Ray reads it from, for a Ray imported
+    before.  Returns the switch's previous value (None if this Ray has no such switch)."""
     try:
         from ray._private import ray_constants
 
+        previous = ray_constants.ENABLE_RAY_CLUSTER
         ray_constants.ENABLE_RAY_CLUSTER = False
+        return previous
     except (ImportError, AttributeError):  # another Ray layout: it advertises its usual address
+        return None
+
+
+def _set_cluster_switch(value: bool) -> None:
+    try:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = value
+    except (ImportError, AttributeError):
         pass
 
 
@@ -217,10 +247,7 @@ def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, jo
     token = uuid.uuid4().hex
     where = {"host": socket.gethostname(), "pid": os.getpid()}
     queue.put(("begin", cycle, index, token, where))
-    import keras
-
-    keras.utils.set_random_seed(ctx.config.seed * 100_003 + cycle * 1_000 + index)
-    ctx.trainer._shuffle_counter = cycle * 1_000 + index  # the same shuffles wherever it runs
+    seed_member(ctx.trainer, ctx.config.seed, cycle, index)  # the same as in-process, wherever it runs
     model = ctx.pool.get(genes)
     mdl.restore(model, ctx.parent, genes)
 
@@ -280,8 +307,12 @@ class RayEvaluator:
             raise InputError(f"each member asks for {self.gpus:g} GPUs but no Ray node has more than "
                              f"{res['max_node_GPU']:g}; lower ray_gpus_per_member")
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.queue = Queue(actor_options={"num_cpus": 0})
+        # on the driver's node: the queue lives and dies with the run, not with a worker node
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+        self._queue_ok = True
         data = run.data
         arrays = {"x": data.x, "y": data.y}
         if data.has_validation:
@@ -344,13 +375,18 @@ class RayEvaluator:
     def _drain(self, run, cycle, branch_step, jobs: dict[int, MemberJob], tokens, attempts) -> None:
         from ray.util.queue import Empty
 
-        while True:
-            n = self.queue.qsize()
-            if not n:
-                return
+        while self._queue_ok:
             try:
+                n = self.queue.qsize()
+                if not n:
+                    return
                 items = self.queue.get_nowait_batch(n)
             except Empty:
+                return
+            except Exception as exc:  # noqa: BLE001 - live epochs are a convenience: results still come
+                self._queue_ok = False
+                run.note(f"the Ray queue that streams epochs failed ({type(exc).__name__}); members' epochs "
+                         "will appear when each member ends")
                 return
             for item in items:
                 kind, c, i = item[0], item[1], item[2]
@@ -378,18 +414,22 @@ class RayEvaluator:
             res = ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - sorted below
             cause = getattr(exc, "cause", None)
-            names = {type(exc).__name__, type(cause).__name__ if cause is not None else ""}
-            if names & set(_DEATH_ERRORS):
+            deaths = _death_types(ray)
+            if isinstance(exc, deaths) or isinstance(cause, deaths):
                 nan = [math.nan] * n
                 return MemberOutcome(job, nan, nan if run.data.has_validation else [], False,
                                      failure=f"its worker died {self.config.ray_max_retries + 1} time(s) "
                                              f"({type(exc).__name__}), so it could not be trained")
             if isinstance(cause, MihaError):
-                raise cause from exc
-            if cause is not None and not isinstance(exc, type(cause)):
-                raise MihaError(f"member {job.index} of this cycle failed on a Ray worker: "
-                                f"{type(cause).__name__}: {cause}") from exc
-            raise
+                raise type(cause)(str(cause)) from exc
+            what = cause if cause is not None else exc
+            hint = ""
+            if isinstance(what, ImportError) or "RuntimeEnv" in type(exc).__name__:
+                hint = (". Every Ray worker needs TensorFlow, Keras 3, numpy and h5py, and the driver's Python "
+                        "minor version (docs/cluster.md)")
+            first_line = str(what).strip().splitlines()[-1] if str(what).strip() else ""
+            raise MihaError(f"cycle member {job.index} failed on a Ray worker: {type(what).__name__}: "
+                            f"{first_line}{hint}") from exc
         for note in res.get("notes", []):
             run.note(f"member {job.index}: {note}")
         where = dict(res.get("where") or {})
@@ -411,7 +451,7 @@ def probe(address: str | None) -> dict[str, Any]:
         return {"ok": True, "local": True, "ray": ray.__version__, "nodes": 1, "CPU": float(os.cpu_count() or 1),
                 "GPU": float(_local_gpus())}
     try:
-        connect(address)
+        connect(address, ship_code=False)
         res = cluster_resources()
         ray.shutdown()
     except InputError as exc:

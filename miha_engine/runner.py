@@ -309,6 +309,10 @@ class _Run:
         entries_sorted = {k: entries[k] for k in sorted(entries, key=int)}
         entries.clear()
         entries.update(entries_sorted)
+        import keras
+
+        # the main line's randomness after a population does not depend on where members trained
+        keras.utils.set_random_seed(cfg.seed * 100_003 + cycle * 1_000 + 999)
 
         weights = None
         if not best:
@@ -515,6 +519,10 @@ def run(
     if isinstance(model, (str, Path)):
         source_path = str(Path(model).resolve())
         model = mdl.load_model(model, unsafe=unsafe_model)
+    if config.evaluator == "ray":  # Ray missing or a cluster that does not answer: say so before anything trains
+        from .ray_evaluator import preflight
+
+        preflight(config)
     folder = RunFolder(run_dir or default_run_dir())
     r = _Run(folder, config, listeners, cancel)
     r.unsafe_model = unsafe_model
@@ -565,11 +573,15 @@ def resume(
     data: Dataset | str | Path | tuple | None = None,
     listeners: Iterable[ev.Listener] = (),
     cancel: CancelToken | None = None,
+    execution: dict[str, Any] | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last completed cycle.
 
     The lineage is cut back to that cycle's last epoch, so after the resume it has no duplicated or
     missing epochs.  The dataset is read again from the path in run.json unless ``data`` is given.
+    ``execution`` may change where and how members train (``evaluator``, ``ray_address``, the
+    ``ray_*`` resources, ``steps_per_execution``, ``jit_compile``): none of them changes the run's
+    genes or its lineage.
     """
     from . import models as mdl
 
@@ -578,6 +590,18 @@ def resume(
     if info.get("status") == "finished":
         raise RunFolderError(f"the run in {folder.root} has already finished; nothing to resume")
     config = RunConfig.from_dict(info["config"])
+    if execution:
+        allowed = {"evaluator", "ray_address", "ray_cpus_per_member", "ray_gpus_per_member", "ray_max_retries",
+                   "steps_per_execution", "jit_compile"}
+        unknown = set(execution) - allowed
+        if unknown:
+            raise InputError(f"resume can change only how members train ({', '.join(sorted(allowed))}), "
+                             f"not {', '.join(sorted(unknown))}")
+        config = config.replace(**execution)
+    if config.evaluator == "ray":
+        from .ray_evaluator import preflight
+
+        preflight(config)
     if data is None:
         src = info.get("data_source")
         if not src:
@@ -616,7 +640,7 @@ def resume(
                     if completed is not None and int(k) <= completed}
     folder.write_history(r.history)
     folder.write_population(r.population)
-    folder.update_run(status="running", resumed_at=_now())
+    folder.update_run(status="running", resumed_at=_now(), config=config.to_dict())
 
     def body() -> RunResult:
         r.emit(ev.RunResumed(cycle=-1 if completed is None else completed, step=step))

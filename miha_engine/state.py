@@ -94,6 +94,9 @@ class RunState:
     def _on_member_started(self, e: ev.MemberStarted) -> None:
         if e.member == 0 and e.branch_step not in self.cycle_borders:
             self.cycle_borders.append(e.branch_step)
+        old = self.branches.get((e.cycle, e.member))
+        if old is not None:  # started again (a Ray worker died): its first try's epochs no longer count
+            self.epochs_done -= len(old.steps)
         self.branches[(e.cycle, e.member)] = Branch(e.cycle, e.member, e.branch_step, e.change, e.genes)
         self.current_cycle, self.current_member, self.current_phase = e.cycle, e.member, "member"
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, Qt, Signal, Slot
+from PySide6.QtCore import QProcess, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -45,6 +45,9 @@ PARAMS = (
     ("cycles", "c  cycles", "number of population cycles", 0, 50, 4),
     ("population_size", "pop_size", "members per population", 1, 20, 4),
 )
+
+#: how long the app waits for ``ray_evaluator --probe`` before saying the cluster does not answer
+PROBE_TIMEOUT_MS = 30_000
 
 KIND_LABELS = {"optimizer": "Optimizer", "activation": "Activations", "batch_size": "Batch size",
                "learning_rate": "Learning rate"}
@@ -435,6 +438,7 @@ class SetupPanel(QWidget):
         self.ray_status.setWordWrap(True)
         self.ray_status.setObjectName("hint")
         self.ray_resources: dict = {}
+        self._ray_kept = {"ray_cpus_per_member": 1.0, "ray_max_retries": 2}  # no widget; kept from a loaded config
         grid.addWidget(self.evaluator, 0, 0, 1, 3)
         grid.addWidget(QLabel("Address"), 1, 0)
         grid.addWidget(self.ray_address, 1, 1)
@@ -477,18 +481,30 @@ class SetupPanel(QWidget):
         proc = QProcess(self)
         proc.setProcessChannelMode(QProcess.MergedChannels)
         proc.finished.connect(lambda *_: self._probe_done(proc, address))
+        proc.errorOccurred.connect(lambda err: err == QProcess.FailedToStart and self._probe_done(proc, address))
         self._probe = proc
         proc.start(sys.executable, ["-m", "miha_engine.ray_evaluator", "--probe", *([address] if address else [])])
+        QTimer.singleShot(PROBE_TIMEOUT_MS, lambda: self._probe_timeout(proc, address))
+
+    def _probe_timeout(self, proc: QProcess, address: str) -> None:
+        if proc is self._probe:
+            self._probe = None
+            proc.kill()
+            proc.deleteLater()
+            self.ray_status.setText(f"Ray: no answer from {address or 'this machine'} within "
+                                    f"{PROBE_TIMEOUT_MS // 1000} s; check the address (docs/cluster.md)")
 
     def _probe_done(self, proc: QProcess, address: str) -> None:
         if proc is not self._probe:
             return
         self._probe = None
         out = bytes(proc.readAll()).decode(errors="replace").strip().splitlines()
+        proc.deleteLater()
         try:
-            info = json.loads(out[-1]) if out else {}
+            info = json.loads(out[-1]) if out else {"ok": False, "error": proc.errorString() or "no answer"}
         except ValueError:
-            info = {"ok": False, "error": out[-1] if out else "no answer"}
+            info = {"ok": False, "error": out[-1]}
+        info["share"] = self.ray_gpus.value()
         self.ray_status.setText(ray_status_text(info, address))
         self.ray_resources = info
         self.changed.emit()
@@ -516,6 +532,7 @@ class SetupPanel(QWidget):
             evaluator=self.evaluator.currentData(),
             ray_address=self.ray_address.text().strip() or None,
             ray_gpus_per_member=self.ray_gpus.value(),
+            **self._ray_kept,
         )
 
     def apply_config(self, cfg: RunConfig) -> None:
@@ -542,6 +559,7 @@ class SetupPanel(QWidget):
             self.evaluator.setCurrentIndex(self.evaluator.findData(cfg.evaluator))
         self.ray_address.setText(cfg.ray_address or "")
         self.ray_gpus.setValue(cfg.ray_gpus_per_member)
+        self._ray_kept = {"ray_cpus_per_member": cfg.ray_cpus_per_member, "ray_max_retries": cfg.ray_max_retries}
 
 
 def ray_status_text(info: dict, address: str) -> str:
@@ -550,12 +568,16 @@ def ray_status_text(info: dict, address: str) -> str:
         return f"Ray: {info.get('error', 'no answer')}"
     cpus, gpus = info.get("CPU", 0), info.get("GPU", 0)
     gpu_text = f"{gpus:g} GPU{'s' if gpus != 1 else ''}" if gpus else "no GPU"
+    at_once = int(cpus)
+    share = info.get("share") or 0.0
+    if gpus and share:
+        at_once = min(at_once, int(gpus / share))
     if info.get("local"):
         return (f"Ray {info.get('ray', '')}: a local Ray instance starts with the run, on this machine's "
-                f"{cpus:g} CPUs and {gpu_text}; up to {int(cpus)} members train at once.")
+                f"{cpus:g} CPUs and {gpu_text}; up to {at_once} members train at once.")
     nodes = info.get("nodes", 0)
     return (f"Ray {info.get('ray', '')} cluster at {address}: {nodes} node{'s' if nodes != 1 else ''}, "
-            f"{cpus:g} CPUs, {gpu_text}; up to {int(cpus)} members train at once.")
+            f"{cpus:g} CPUs, {gpu_text}; up to {at_once} members train at once.")
 
 
 def format_duration(seconds: float) -> str:

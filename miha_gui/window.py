@@ -227,7 +227,16 @@ class MainWindow(QMainWindow):
         if self.running or self.run_dir is None:
             return False
         run_dir = self.run_dir
-        job = Job("resume", {"run_dir": str(run_dir)})
+        # where the remaining members train follows the panel now (it changes no gene, no epoch)
+        try:
+            cfg = self.panel.config()
+        except InputError:  # a half-edited panel: the run's own settings stay
+            cfg = None
+        execution = None
+        if cfg is not None:
+            execution = {k: getattr(cfg, k) for k in ("evaluator", "ray_address", "ray_gpus_per_member",
+                                                      "ray_cpus_per_member", "ray_max_retries")}
+        job = Job("resume", {"run_dir": str(run_dir), "execution": execution})
 
         self.state = replay(run_dir)
         self.log_line(f"resuming {run_dir}")
@@ -262,7 +271,7 @@ class MainWindow(QMainWindow):
         elif isinstance(event, ev.MemberStarted):
             self.log_line(f"cycle {event.cycle}, member {event.member}: {event.change}")
         elif isinstance(event, ev.MemberTrained):
-            self.log_line(f"  fitness {event.fitness:.4g}; losses " + ", ".join(f"{v:.4g}" for v in (event.val_losses or event.losses)))
+            self.log_line(f"  member {event.member}: fitness {event.fitness:.4g}; losses " + ", ".join(f"{v:.4g}" for v in (event.val_losses or event.losses)))
         elif isinstance(event, ev.CycleDone):
             self.log_line(f"cycle {event.cycle}: {event.decision}")
         elif isinstance(event, ev.Note):
