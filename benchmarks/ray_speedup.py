@@ -68,6 +68,11 @@ def timed_run(evaluator: str, quick: bool, workers: int) -> dict[str, Any]:
             "config": cfg.to_dict(), "genes": genes, "test_accuracy": res.test_metrics.get("final", {}).get("accuracy")}
 
 
+def c_k(r: dict[str, Any]) -> int:
+    """Fixing epochs per cycle."""
+    return int(r["config"]["fixing_epochs"])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -94,7 +99,23 @@ def main(argv: list[str] | None = None) -> None:
     # a remote member's cost beyond its epochs: the population phase on Ray, minus the epochs it
     # trained, spread over the members (each worker trains pop/workers of them in turn)
     per_member_overhead = (remote["median_population_s"] - (pop / args.workers) * n * remote["median_member_epoch_s"]) / (pop / args.workers)
+    # Amdahl: everything in units of one member epoch t, from this run's measurements
+    t = local["median_member_epoch_s"]
+    serial_per_cycle = max(0.0, local["median_cycle_s"] - local["median_population_s"] - c_k(local) * local["median_main_epoch_s"])
+    o = serial_per_cycle / t
+    r_epochs = max(0.0, per_member_overhead) / max(remote["median_member_epoch_s"], 1e-9)
+    amdahl = {"member_overhead_epochs": r_epochs, "serial_overhead_per_cycle_epochs": o, "table": []}
+    for name, (m, c, p, nn, k) in {"article (m=10 c=10 pop=5 n=3 k=3)": (10, 10, 5, 3, 3),
+                                   "wide (m=5 c=10 pop=16 n=3 k=2)": (5, 10, 16, 3, 2)}.items():
+        t1 = (2 * m + c * k) + c * o + c * p * nn
+        row = {"config": name, "serial_share": ((2 * m + c * k) + c * o) / t1, "speedup": {}}
+        for g in (1, 2, 4, 8, 16):
+            tg = (2 * m + c * k) + c * o + c * -(-p // g) * (nn + r_epochs)
+            row["speedup"][g] = t1 / tg
+        row["limit"] = 1 / (row["serial_share"] + (1 - row["serial_share"]) / p)
+        amdahl["table"].append(row)
     result = {
+        "amdahl": amdahl,
         "workers": args.workers, "cpu_count": os.cpu_count(), "quick": args.quick,
         "local": local, "ray": remote, "ray_start_s": ray_start, "same_genes": same_genes,
         "speedup_per_cycle": speedup_cycle, "speedup_population_phase": speedup_population,
@@ -113,6 +134,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{remote['median_cycle_s']:.2f} s: speed-up ×{speedup_cycle:.2f} (population phase ×{speedup_population:.2f}); "
           f"member epoch {local['median_member_epoch_s']:.3f} s in-process vs {remote['median_member_epoch_s']:.3f} s "
           f"on a 1-CPU worker; Ray start {ray_start:.1f} s; same genes: {same_genes}")
+    for row in amdahl["table"]:
+        print(f"Amdahl, {row['config']}: serial share {row['serial_share']:.0%}; speed-up on 1/2/4/8/16 GPUs "
+              + " / ".join(f"{v:.2f}" for v in row["speedup"].values()) + f"; limit {row['limit']:.2f}")
 
 
 if __name__ == "__main__":

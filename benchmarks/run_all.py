@@ -123,15 +123,22 @@ def _plot_quality(summary, task: str, path: Path) -> None:
 
     s = summary[task]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    def err(vs):  # the range across seeds, as error bars around the median
+        lo = [v["value"] - min(v["values"]) for v in vs]
+        hi = [max(v["values"]) - v["value"] for v in vs]
+        return [lo, hi]
+
     for system in PEERS:
-        pts = sorted((v["epochs"], v["value"]) for (sy, _b), v in s.items() if sy == system)
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=system)
+        vs = sorted((v for (sy, _b), v in s.items() if sy == system), key=lambda v: v["epochs"])
+        if vs:
+            ax.errorbar([v["epochs"] for v in vs], [v["value"] for v in vs], yerr=err(vs), marker="o", capsize=3,
+                        label=system)
     styles = {"miha": ("*", 14), "miha-crossover": ("P", 10), "baseline-lineage": ("s", 7), "baseline-compute": ("D", 7)}
     for system, (marker, size) in styles.items():
         v = s.get((system, 1))
         if v:
-            ax.plot([v["epochs"]], [v["value"]], marker=marker, markersize=size, linestyle="none", label=system)
+            ax.errorbar([v["epochs"]], [v["value"]], yerr=err([v]), marker=marker, markersize=size, linestyle="none",
+                        capsize=3, label=system)
     trivial = s.get(("trivial-fill", 1))
     if trivial:
         ax.axhline(trivial["value"], color="grey", linestyle="--", linewidth=1, label="trivial mean fill")
@@ -346,7 +353,14 @@ def write_report(out: Path, report: Path, plots: Path, quick: bool, spent: dict[
                   "", f"Starting the local Ray instance took {r['ray_start_s']:.1f} s (not in the cycle times); a remote "
                   f"member's fixed cost beyond its epochs (shipping and loading the parent archive, tracing, sending "
                   f"the trained archive back) was about {r['remote_member_overhead_s']:.2f} s. The analysis of what to "
-                  "expect on k GPUs is in `docs/cluster.md`.", ""]
+                  "expect on k GPUs is in `docs/cluster.md`; with this run's costs (a remote member's fixed cost = "
+                  f"{r['amdahl']['member_overhead_epochs']:.2f} member epochs, serial work per cycle beyond its fixing "
+                  f"epochs = {r['amdahl']['serial_overhead_per_cycle_epochs']:.2f} epochs):", "",
+                  "| configuration | serial share | 1 | 2 | 4 | 8 | 16 GPUs | limit (g ≥ pop_size, no member cost) |",
+                  "|---|---|---|---|---|---|---|---|",
+                  *[f"| {row['config']} | {row['serial_share']:.0%} | "
+                    + " | ".join(f"×{v:.2f}" for v in row["speedup"].values()) + f" | ×{row['limit']:.2f} |"
+                    for row in r["amdahl"]["table"]], ""]
 
     if spent:
         lines += ["## Run time of this report", "", "| part | seconds |", "|---|---|",
