@@ -59,10 +59,11 @@ class Task:
 # -- tasks --------------------------------------------------------------------------------------
 
 def _split_val(x, y, frac=0.1, seed=0):
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(len(x) * frac)))
-    v, t = order[:n_val], order[n_val:]
-    return x[t], y[t], x[v], y[v]
+    """The engine's own hold-out (a seeded shuffle), so every system gets MIHA's split."""
+    from miha_engine import from_arrays
+
+    d = from_arrays(x, y).with_validation_split(frac, seed)
+    return d.x, d.y, d.x_val, d.y_val
 
 
 def mnist_task(quick: bool) -> Task:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import platform
 import sys
 import time
@@ -204,33 +203,16 @@ class _Run:
             self.note(self.trainer.notes.pop(0))
 
     def _save(self, model, path: Path, description: str) -> None:
+        """Save ``model`` (a Keras model, or an archive's bytes a worker sent back) atomically."""
         from . import models as mdl
+        from .runlog import atomic_write_bytes
 
         try:
-            mdl.save_model(model, path)
+            if isinstance(model, bytes):
+                atomic_write_bytes(path, model)
+            else:
+                mdl.save_model(model, path)
         except OSError as exc:
-            raise RunFolderError(
-                f"cannot save {path.name} in {path.parent}: {exc.strerror or exc}. "
-                "Free some disk space (or choose another run folder), then 'miha resume' the run"
-            ) from exc
-        self.emit(ev.ArchiveSaved(path=str(path.relative_to(self.folder.root)), description=description))
-
-    def _save_bytes(self, data: bytes, path: Path, description: str) -> None:
-        """Write an archive a worker trained and sent back, atomically."""
-        from .runlog import temp_archive_path
-
-        tmp = temp_archive_path(path)
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
             raise RunFolderError(
                 f"cannot save {path.name} in {path.parent}: {exc.strerror or exc}. "
                 "Free some disk space (or choose another run folder), then 'miha resume' the run"
@@ -292,10 +274,9 @@ class _Run:
                 entry["worker"] = out.where
             if out.failure:
                 entry["failed"] = out.failure
-            elif out.model is not None:
-                self._save(out.model, self.folder.member_path(cycle, i), f"cycle {cycle}, member {i}: {change}")
             else:
-                self._save_bytes(out.archive or b"", self.folder.member_path(cycle, i), f"cycle {cycle}, member {i}: {change}")
+                self._save(out.model if out.model is not None else out.archive,
+                           self.folder.member_path(cycle, i), f"cycle {cycle}, member {i}: {change}")
             entries[str(i)] = entry
             self.folder.write_population(self.population)
             self.emit(ev.MemberTrained(cycle=cycle, member=i, genes=genes.to_dict(), change=change,
