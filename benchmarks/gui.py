@@ -46,6 +46,10 @@ def stall_during_demo_run() -> dict:
     w.show()
     load_demo(w)
     w.panel.run_dir.setText(str(tmp / "runs"))
+    deadline = time.perf_counter() + 120
+    while not w.run_action.isEnabled() and time.perf_counter() < deadline:  # the model is inspected in a child
+        app.processEvents()
+        time.sleep(0.01)
     gaps: list[float] = []
     clock = QElapsedTimer()
     clock.start()

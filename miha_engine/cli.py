@@ -7,6 +7,7 @@ Exit codes: 0 done; 2 bad input or arguments (one clear line on stderr, no trace
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -36,43 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--model", required=True, help=".keras or .h5 model file")
     r.add_argument("--data", required=True, help=".npz, .h5/.hdf5 or .csv dataset")
     r.add_argument("--config", help="a .toml or .json file of run options (flags override it)")
-    r.add_argument("--runup-epochs", "-m", type=int, dest="runup_epochs")
-    r.add_argument("--candidate-epochs", "-n", type=int, dest="candidate_epochs")
-    r.add_argument("--fixing-epochs", "-k", type=int, dest="fixing_epochs")
-    r.add_argument("--cycles", "-c", type=int, dest="cycles")
-    r.add_argument("--population-size", "-p", type=int, dest="population_size")
-    r.add_argument("--batch-size", type=int, dest="batch_size")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--run-dir", help="folder for the run (default runs/miha-<time>)")
     r.add_argument("--search", help=f"comma-separated gene kinds to mutate: {','.join(GENE_KINDS)}")
     r.add_argument("--optimizers", help="comma-separated optimizers a member may switch to")
     r.add_argument("--activations", help="comma-separated activations for hidden layers")
-    r.add_argument("--crossover", action="store_true", default=None, help="cross over the two fittest")
-    r.add_argument("--control-member", action="store_true", default=None, help="member 0 is never mutated")
-    r.add_argument("--drop-intermediate", action="store_true", default=None,
-                   help="delete intermediate archives at the end (keep model_final and logs)")
-    r.add_argument("--validation-split", type=float, dest="validation_split")
-    r.add_argument("--fitness", choices=["log_slope", "original"])
-    r.add_argument("--loss", help="loss for an uncompiled model (e.g. sparse_categorical_crossentropy)")
-    r.add_argument("--optimizer", help="initial optimizer for an uncompiled model")
+    r.add_argument("--run-dir", help="folder for the run (default runs/miha-<time>)")
     r.add_argument("--target", help="CSV column to predict (default: the last)")
-    r.add_argument("--steps-per-execution", dest="steps_per_execution",
-                   help="batches per compiled call: auto or a number")
-    xla = r.add_mutually_exclusive_group()
-    xla.add_argument("--xla", action="store_true", help="compile training steps with XLA (faster epochs, "
-                     "slower start for every new model and batch size)")
-    xla.add_argument("--no-xla", action="store_true", help="train without XLA (the default)")
-    r.add_argument("--evaluator", choices=["local", "ray"],
-                   help="where each population's members train: local (this process, the default) or ray "
-                        "(Ray tasks in parallel; pip install 'miha[ray]')")
-    r.add_argument("--ray-address", dest="ray_address", metavar="auto|HOST:PORT",
-                   help="the Ray cluster to join (default: start a local Ray instance); implies --evaluator ray")
-    r.add_argument("--ray-cpus-per-member", type=float, dest="ray_cpus_per_member", metavar="N",
-                   help="CPUs each member's Ray task asks for (default 1)")
-    r.add_argument("--ray-gpus-per-member", type=float, dest="ray_gpus_per_member", metavar="F",
-                   help="GPUs each member asks for when the cluster has GPUs, e.g. 0.25 to share one GPU among four")
-    r.add_argument("--ray-retries", type=int, dest="ray_max_retries", metavar="N",
-                   help="times a member whose worker died is started again before it scores worst (default 2)")
+    add_config_options(r)
     r.add_argument("--unsafe-model", action="store_true",
                    help="allow Lambda layers and other unsafe code in the model file (trusted files only)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -80,47 +50,82 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="continue an interrupted run from its last completed cycle")
     s.add_argument("run_dir")
     s.add_argument("--data", help="the dataset, if it moved since the run started")
-    s.add_argument("--evaluator", choices=["local", "ray"], help="train the remaining populations here or on Ray")
-    s.add_argument("--ray-address", dest="ray_address", metavar="auto|HOST:PORT",
-                   help="the Ray cluster to join now (implies --evaluator ray)")
+    add_config_options(s, resumable_only=True)
     s.add_argument("--quiet", "-q", action="store_true")
 
     e = sub.add_parser("export", help="write a run's final or best model")
     e.add_argument("run_dir")
     e.add_argument("out", help="output file, .keras or .h5")
     e.add_argument("--which", choices=["final", "best"], default="final",
-                   help="final: model_final; best: the main-line model with the lowest validation loss")
+                   help="final: model_final; best: the main-line archive with the lowest validation loss")
 
     i = sub.add_parser("inspect", help="describe a model file or a run folder")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--unsafe-model", action="store_true",
+                   help="allow Lambda layers and other unsafe code in the model file (trusted files only)")
     return p
+
+
+def _flag(name: str, meta) -> str:
+    return meta.get("flag") or "--" + name.replace("_", "-")
+
+
+def _value_type(f: dataclasses.Field):
+    """How the CLI reads a field's value, from its annotation: a number, 'auto' or a number, a name."""
+    kinds = {t.strip() for t in str(f.type).split("|")}
+    if {"int", "str"} <= kinds:
+        return _auto_or_int
+    if "int" in kinds:
+        return int
+    if "float" in kinds:
+        return float
+    return str
+
+
+def _auto_or_int(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number, got {text!r}") from None
+
+
+def add_config_options(parser: argparse.ArgumentParser, resumable_only: bool = False) -> None:
+    """One option per :class:`RunConfig` field, read from the field's metadata: the CLI lists no
+    field by hand.  ``resumable_only``: the fields a resume may change."""
+    for name, f in RunConfig.options().items():
+        meta = f.metadata
+        if not meta.get("cli", True) or (resumable_only and not meta.get("resumable")):
+            continue
+        helptext = meta["help"]
+        if meta.get("flags"):
+            group = parser.add_mutually_exclusive_group()
+            for flag, value in meta["flags"].items():
+                group.add_argument(flag, dest=name, action="store_const", const=value, default=None,
+                                   help=helptext if value is True else f"the opposite of {next(iter(meta['flags']))}")
+            continue
+        flags = [f for f in (meta.get("short"), _flag(name, meta)) if f]
+        if isinstance(f.default, bool):
+            parser.add_argument(*flags, dest=name, action="store_true", default=None, help=helptext)
+        else:
+            parser.add_argument(*flags, dest=name, type=_value_type(f), choices=meta.get("choices"),
+                                default=None, help=helptext)
+
+
+def config_changes(a: argparse.Namespace, resumable_only: bool = False) -> dict:
+    """The fields the command line sets (those left out keep the configuration's value)."""
+    names = RunConfig.resumable_fields() if resumable_only else tuple(RunConfig.options())
+    changes = {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
+    if changes.get("ray_address") and "evaluator" not in changes:
+        changes["evaluator"] = "ray"  # an address means Ray
+    return changes
 
 
 def _config_from_args(a: argparse.Namespace) -> RunConfig:
     base = RunConfig.load(a.config) if a.config else RunConfig()
-    changes = {}
-    for name in ("runup_epochs", "candidate_epochs", "fixing_epochs", "cycles", "population_size",
-                 "batch_size", "seed", "crossover", "control_member", "drop_intermediate",
-                 "validation_split", "fitness", "loss", "optimizer", "evaluator", "ray_address",
-                 "ray_cpus_per_member", "ray_gpus_per_member", "ray_max_retries"):
-        value = getattr(a, name)
-        if value is not None:
-            changes[name] = value
-    if a.steps_per_execution is not None:
-        spe = a.steps_per_execution
-        if spe != "auto":
-            try:
-                spe = int(spe)
-            except ValueError:
-                raise InputError(f"--steps-per-execution must be 'auto' or a number, got {spe!r}") from None
-        changes["steps_per_execution"] = spe
-    if a.no_xla:
-        changes["jit_compile"] = False
-    elif a.xla:
-        changes["jit_compile"] = True
-    if a.ray_address and a.evaluator is None:
-        changes["evaluator"] = "ray"
+    changes = config_changes(a)
     search = base.search.to_dict()
     if a.search is not None:
         search["kinds"] = [k.strip() for k in a.search.split(",") if k.strip()]
@@ -217,54 +222,15 @@ def _cmd_resume(a: argparse.Namespace) -> int:
 
     token = CancelToken()
     _install_sigint(token)
-    execution = {}
-    if a.evaluator:
-        execution["evaluator"] = a.evaluator
-    if a.ray_address:
-        execution.update(ray_address=a.ray_address, evaluator=a.evaluator or "ray")
     return _report(resume(a.run_dir, data=a.data, listeners=[_Progress(a.quiet)], cancel=token,
-                          execution=execution or None))
-
-
-def best_archive(run_dir: str | Path, which: str = "final") -> Path:
-    """The archive ``miha export`` writes: model_final, or the main-line model with the lowest
-    last validation (else training) loss among model_init, model_<cycle>, model_final."""
-    from .runlog import RunFolder
-
-    folder = RunFolder(run_dir)
-    folder.open_existing()
-    final = folder.model_path("final")
-    if which == "final":
-        if not final.exists():
-            raise InputError(f"{folder.root} has no model_final.keras (the run did not finish); "
-                             "use --which best, or 'miha resume' it first")
-        return final
-    rows = folder.read_history()
-    best, best_loss = None, float("inf")
-    ends: dict[str, float] = {}
-    for row in rows:
-        loss = row["val_loss"] if row["val_loss"] is not None else row["loss"]
-        if loss is None:
-            continue
-        if row["phase"] == "runup":
-            ends["init"] = loss
-        elif row["phase"] in ("fixing", "member"):
-            ends[str(row["cycle"])] = loss
-        elif row["phase"] == "final":
-            ends["final"] = loss
-    for name, loss in ends.items():
-        path = folder.model_path(name)
-        if path.exists() and loss < best_loss:
-            best, best_loss = path, loss
-    if best is None:
-        raise InputError(f"{folder.root} holds no main-line archive yet")
-    return best
+                          execution=config_changes(a, resumable_only=True) or None))
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
     from .models import export_model
+    from .runlog import RunFolder
 
-    src = best_archive(a.run_dir, a.which)
+    src = RunFolder(a.run_dir).best_archive(a.which)
     out = export_model(src, a.out)
     print(f"miha: exported {src.name} to {out}", file=sys.stderr)
     return EXIT_OK
@@ -293,10 +259,8 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
         return EXIT_OK
     from .models import load_model, summarize
 
-    info = summarize(load_model(path))
+    info = summarize(load_model(path, unsafe=a.unsafe_model))
     if a.json:
-        import dataclasses
-
         print(json.dumps(dataclasses.asdict(info), indent=2, default=str))
     else:
         print(info.text())

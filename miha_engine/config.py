@@ -50,6 +50,37 @@ GENE_KINDS: tuple[str, ...] = ("optimizer", "activation", "batch_size", "learnin
 FITNESS_FORMULAS: tuple[str, ...] = ("log_slope", "original")
 
 
+#: What a crossover child's weights are: the fitter parent's, or the mean of both parents'.
+CROSSOVER_WEIGHTS: tuple[str, ...] = ("fitter", "average")
+
+#: The batch size a run starts from when neither the configuration nor the model says.
+DEFAULT_BATCH_SIZE = 32
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING,
+           label: str | None = None, short: str | None = None, flag: str | None = None,
+           flags: dict[str, Any] | None = None, choices: tuple | None = None,
+           bounds: tuple[float, float] | None = None, resumable: bool = False, cli: bool = True) -> Any:
+    """A configuration field and what every front end needs to know of it, in one place.
+
+    Args:
+        help: one sentence for ``--help`` and the app's tooltip.
+        label: the app's label (fields with a label get a slider in the app).
+        short, flag: the CLI's short option and long option (default ``--name-with-dashes``).
+        flags: instead of one option, several switches that each set a value (``--xla``/``--no-xla``).
+        choices: the values allowed (the CLI offers exactly these).
+        bounds: the range the app's widget offers.
+        resumable: ``miha resume`` (and the app's Resume) may change it: it changes how members
+            train, never the genes or the lineage.
+        cli: False for a field the CLI sets another way (``search`` has its own options).
+    """
+    meta = {"help": help, "label": label, "short": short, "flag": flag, "flags": flags, "choices": choices,
+            "bounds": bounds, "resumable": resumable, "cli": cli}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
@@ -95,8 +126,10 @@ class SearchSpace:
     kinds: tuple[str, ...] = GENE_KINDS
     optimizers: tuple[str, ...] = ("sgd", "adam", "adamw", "rmsprop", "adadelta", "nadam")
     hidden_activations: tuple[str, ...] = HIDDEN_ACTIVATIONS
-    batch_size_range: tuple[int, int] = (16, 256)
-    learning_rate_range: tuple[float, float] = (1e-5, 1.0)
+    batch_size_range: tuple[int, int] = option((16, 256), help="inclusive bounds for the batch size",
+                                               bounds=(1, 65536))
+    learning_rate_range: tuple[float, float] = option((1e-5, 1.0), help="inclusive bounds for the learning rate",
+                                                      bounds=(1e-6, 10.0))
     lr_factors: tuple[float, ...] = (0.5, 0.8, 1.25, 2.0)
 
     def __post_init__(self) -> None:
@@ -141,8 +174,14 @@ class SearchSpace:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-#: Where a population's members train (see ``RunConfig.evaluator``).
-EVALUATORS = ("local", "ray")
+#: Where a population's members train (see ``RunConfig.evaluator``): each name and the class that
+#: implements :class:`miha_engine.evaluators.Evaluator` for it, as "module:Class", imported only
+#: when chosen.  A new evaluator registers here; the runner does not change.
+EVALUATOR_CLASSES: dict[str, str] = {
+    "local": "miha_engine.evaluators:LocalEvaluator",
+    "ray": "miha_engine.ray_evaluator:RayEvaluator",
+}
+EVALUATORS = tuple(EVALUATOR_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -178,30 +217,50 @@ class RunConfig:
         loss, optimizer: used only for uncompiled models.
     """
 
-    runup_epochs: int = 2
-    candidate_epochs: int = 1
-    fixing_epochs: int = 1
-    cycles: int = 2
-    population_size: int = 3
-    batch_size: int | None = None
-    seed: int = 0
-    search: SearchSpace = field(default_factory=SearchSpace)
-    crossover: bool = False
-    crossover_weights: str = "fitter"
-    control_member: bool = False
-    fitness: str = "log_slope"
-    fitness_slope_weight: float = 1.0
-    validation_split: float = 0.1
-    drop_intermediate: bool = False
-    steps_per_execution: int | str = "auto"
-    jit_compile: bool | str = "auto"
-    evaluator: str = "local"
-    ray_address: str | None = None
-    ray_cpus_per_member: float = 1.0
-    ray_gpus_per_member: float = 0.0
-    ray_max_retries: int = 2
-    loss: str | None = None
-    optimizer: str | None = None
+    runup_epochs: int = option(2, label="m  run-up epochs", short="-m", bounds=(0, 50),
+                               help="epochs before the first cycle, and again after the last (m)")
+    candidate_epochs: int = option(1, label="n  member epochs", short="-n", bounds=(1, 20),
+                                   help="epochs each population member trains (n)")
+    fixing_epochs: int = option(1, label="k  fixing epochs", short="-k", bounds=(0, 20),
+                                help="epochs the chosen member trains after each cycle (k)")
+    cycles: int = option(2, label="c  cycles", short="-c", bounds=(0, 50), help="number of population cycles (c)")
+    population_size: int = option(3, label="pop_size", short="-p", bounds=(1, 20),
+                                  help="members per population (pop_size)")
+    batch_size: int | None = option(None, bounds=(1, 65536),
+                                    help=f"initial batch size (default {DEFAULT_BATCH_SIZE})")
+    seed: int = option(0, bounds=(0, 2**31 - 1), help="seeds numpy, Keras and the mutations: the same seed gives "
+                       "the same mutations")
+    search: SearchSpace = option(factory=SearchSpace, cli=False, help="the search space")
+    crossover: bool = option(False, help="cross over the two fittest members instead of plain selection")
+    crossover_weights: str = option("fitter", choices=CROSSOVER_WEIGHTS,
+                                    help="a crossover child's weights: the fitter parent's, or the average of both")
+    control_member: bool = option(False, help="member 0 of each population is never mutated")
+    fitness: str = option("log_slope", choices=FITNESS_FORMULAS, help="the fitness formula")
+    fitness_slope_weight: float = option(1.0, help="weight of the loss's fall in the log_slope fitness")
+    validation_split: float = option(0.1, help="fraction of the training data held out when the dataset has "
+                                     "no validation split")
+    drop_intermediate: bool = option(False, help="delete the intermediate archives at the end (keep "
+                                     "model_final and the logs)")
+    steps_per_execution: int | str = option("auto", resumable=True, bounds=(0, 1024),
+                                            help="batches per compiled call: auto or a number (Stop is checked "
+                                            "between calls)")
+    jit_compile: bool | str = option("auto", resumable=True, flags={"--xla": True, "--no-xla": False},
+                                     help="compile training steps with XLA (faster epochs, slower start for every "
+                                     "new model and batch size); off by default")
+    evaluator: str = option("local", choices=EVALUATORS, resumable=True,
+                            help="where each population's members train: local (this process) or ray "
+                            "(Ray tasks in parallel; pip install 'miha[ray]')")
+    ray_address: str | None = option(None, resumable=True,
+                                     help="the Ray cluster to join, auto or HOST:PORT (default: start a local Ray "
+                                     "instance); implies the ray evaluator")
+    ray_cpus_per_member: float = option(1.0, resumable=True, help="CPUs each member's Ray task asks for")
+    ray_gpus_per_member: float = option(0.0, resumable=True, bounds=(0.0, 8.0),
+                                        help="GPUs each member asks for when the cluster has GPUs, e.g. 0.25 to "
+                                        "share one GPU among four")
+    ray_max_retries: int = option(2, resumable=True, flag="--ray-retries",
+                                  help="times a member whose worker died is started again before it scores worst")
+    loss: str | None = option(None, help="loss for an uncompiled model (e.g. sparse_categorical_crossentropy)")
+    optimizer: str | None = option(None, help="initial optimizer for an uncompiled model")
 
     def __post_init__(self) -> None:
         if isinstance(self.search, dict):
@@ -231,7 +290,7 @@ class RunConfig:
         if self.batch_size is not None:
             _check(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
                    f"batch_size must be >= 1, got {self.batch_size!r}")
-        _check(isinstance(self.crossover_weights, str) and self.crossover_weights in ("fitter", "average"),
+        _check(isinstance(self.crossover_weights, str) and self.crossover_weights in CROSSOVER_WEIGHTS,
                f"crossover_weights must be 'fitter' or 'average', got {self.crossover_weights!r}")
         _check(isinstance(self.fitness, str) and self.fitness in FITNESS_FORMULAS,
                f"fitness must be one of {', '.join(FITNESS_FORMULAS)}, got {self.fitness!r}")
@@ -242,8 +301,8 @@ class RunConfig:
                f"steps_per_execution must be 'auto' or an int >= 1, got {spe!r}")
         _check(isinstance(self.jit_compile, (str, bool)) and self.jit_compile in ("auto", True, False),
                f"jit_compile must be 'auto', true or false, got {self.jit_compile!r}")
-        _check(isinstance(self.evaluator, str) and self.evaluator in EVALUATORS,
-               f"evaluator must be one of {', '.join(EVALUATORS)}, got {self.evaluator!r}")
+        _check(isinstance(self.evaluator, str) and self.evaluator in EVALUATOR_CLASSES,
+               f"evaluator must be one of {', '.join(EVALUATOR_CLASSES)}, got {self.evaluator!r}")
         _check(self.ray_address is None or (isinstance(self.ray_address, str) and self.ray_address.strip() != ""),
                f"ray_address must be 'auto', HOST:PORT or ray://HOST:PORT, got {self.ray_address!r}")
         _check(_number(self.ray_cpus_per_member) and self.ray_cpus_per_member > 0,
@@ -254,17 +313,39 @@ class RunConfig:
                and 0 <= self.ray_max_retries <= 100,
                f"ray_max_retries must be a whole number in [0, 100], got {self.ray_max_retries!r}")
 
+    @staticmethod
+    def epoch_counts(m: int, n: int, k: int, c: int, pop_size: int) -> tuple[int, int]:
+        """(compute epochs 2m + c(pop_size*n + k), lineage epochs 2m + c(n + k)): the one formula."""
+        return 2 * m + c * (pop_size * n + k), 2 * m + c * (n + k)
+
+    def _counts(self) -> tuple[int, int]:
+        return self.epoch_counts(self.runup_epochs, self.candidate_epochs, self.fixing_epochs, self.cycles,
+                                 self.population_size)
+
     @property
     def total_epochs(self) -> int:
         """Compute spent: 2m + c(pop_size*n + k)."""
-        return 2 * self.runup_epochs + self.cycles * (
-            self.population_size * self.candidate_epochs + self.fixing_epochs
-        )
+        return self._counts()[0]
 
     @property
     def lineage_epochs(self) -> int:
         """Epochs in the final model's history: 2m + c(n + k)."""
-        return 2 * self.runup_epochs + self.cycles * (self.candidate_epochs + self.fixing_epochs)
+        return self._counts()[1]
+
+    @classmethod
+    def options(cls) -> dict[str, dataclasses.Field]:
+        """Every field by name, with its front-end metadata (see :func:`option`)."""
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def resumable_fields(cls) -> tuple[str, ...]:
+        """The fields a resume may change: how members train, never the genes or the lineage."""
+        return tuple(name for name, f in cls.options().items() if f.metadata.get("resumable"))
+
+    @classmethod
+    def schedule_fields(cls) -> tuple[str, ...]:
+        """m, n, k, c, pop_size: the fields the app shows as sliders."""
+        return tuple(name for name, f in cls.options().items() if f.metadata.get("label"))
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)

@@ -41,14 +41,6 @@ class Dataset:
     def has_test(self) -> bool:
         return self.x_test is not None and len(self.x_test) > 0
 
-    def describe(self) -> str:
-        parts = [f"train {_shape(self.x)} → {_shape(self.y)}"]
-        if self.x_val is not None:
-            parts.append(f"validation {len(self.x_val)}")
-        if self.x_test is not None:
-            parts.append(f"test {len(self.x_test)}")
-        return ", ".join(parts)
-
     def with_validation_split(self, fraction: float, seed: int) -> Dataset:
         """Hold out ``fraction`` of the training data (a seeded shuffle) unless x_val is given."""
         if self.has_validation or fraction <= 0:
@@ -63,10 +55,6 @@ class Dataset:
             x=self.x[train_idx], y=self.y[train_idx], x_val=self.x[val_idx], y_val=self.y[val_idx],
             x_test=self.x_test, y_test=self.y_test, source=self.source,
         )
-
-
-def _shape(a: np.ndarray | None) -> str:
-    return "—" if a is None else "×".join(str(d) for d in a.shape)
 
 
 def _check_array(name: str, arr: object, source: str) -> np.ndarray:

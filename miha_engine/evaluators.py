@@ -1,26 +1,36 @@
 """Where a population's members train.
 
-The runner draws every member's genes (in order, from the run's seed), then hands the jobs to an
-evaluator, which yields one :class:`MemberOutcome` per member as each finishes.  Scoring, saving,
-logging and selection stay in the runner, so every evaluator leaves the same run folder.
+The runner draws every member's genes (in order, from the run's seed) and hands the jobs to an
+:class:`Evaluator`, which yields one :class:`MemberOutcome` per member as each finishes and reports
+starts and epochs to a :class:`MemberListener`.  The runner builds every event, scores, saves, logs
+and selects, so every evaluator leaves the same run folder.  An evaluator touches nothing of the
+runner but the :class:`EvaluatorContext` it is opened with.
 
 - :class:`LocalEvaluator` (``evaluator = "local"``, the default): this process, one member after
-  the other, on pooled compiled models.
-- :class:`~miha_engine.ray_evaluator.RayEvaluator` (``evaluator = "ray"``): Ray tasks, in parallel,
-  on a local Ray instance or a cluster.
+  the other, through the run's own :class:`~miha_engine.backend.KerasBackend`.
+- ``miha_engine.ray_evaluator.RayEvaluator`` (``evaluator = "ray"``): Ray tasks, in parallel, on a
+  local Ray instance or a cluster.
+
+A new evaluator (a local process pool, say) implements the protocol and registers its class path in
+:data:`miha_engine.config.EVALUATOR_CLASSES`; the runner does not change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import events as ev
 from .genes import Genes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .models import Snapshot
+    from .backend import Backend, TrainedMember
+    from .config import RunConfig
+    from .snapshot import Snapshot
+    from .training import CancelToken
 
 
 @dataclass(frozen=True)
@@ -32,86 +42,127 @@ class MemberJob:
     change: str
 
 
+@dataclass(frozen=True)
+class Parent:
+    """What every member of a cycle starts from: the main line's state, as arrays and as the
+    archive the run folder holds (for evaluators in other processes)."""
+
+    cycle: int
+    snapshot: Snapshot
+    archive: Path
+
+
 @dataclass
 class MemberOutcome:
     """What training one member gave.
 
-    Exactly one of ``model`` (a live Keras model, in-process) and ``archive`` (the trained
-    ``.keras`` archive as bytes, from a worker) is set, unless the member failed.  ``snapshot`` is
-    the trained state as arrays (set by workers; the runner takes it from ``model`` otherwise).
+    ``trained`` holds the member's state (it writes the archive and gives the snapshot), unless
+    the member failed, when ``failure`` says why.
     """
 
     job: MemberJob
     losses: list[float]
     val_losses: list[float]
     diverged: bool
-    model: Any = None
-    archive: bytes | None = None
-    snapshot: Snapshot | None = None
+    trained: TrainedMember | None = None
     failure: str | None = None
     where: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def failed(cls, job: MemberJob, epochs: int, has_validation: bool, why: str,
+               where: dict[str, Any] | None = None) -> MemberOutcome:
+        nan = [math.nan] * epochs
+        return cls(job, nan, nan if has_validation else [], False, failure=why, where=where or {})
 
-def member_seeds(seed: int, cycle: int, index: int) -> tuple[int, int]:
-    """(Keras seed, shuffle counter) of one member: a member trains the same way whichever
-    evaluator, worker or order runs it."""
-    return seed * 100_003 + cycle * 1_000 + index, cycle * 1_000 + index
+    def write_archive(self, path: Path) -> None:
+        assert self.trained is not None, "a failed member has no archive"
+        self.trained.write_archive(path)
+
+    def snapshot(self) -> Snapshot:
+        assert self.trained is not None, "a failed member has no state"
+        return self.trained.snapshot()
 
 
-def seed_member(trainer, seed: int, cycle: int, index: int) -> int:
-    """Seed Keras and the trainer's shuffles for one member; returns the shuffle counter to put back."""
-    import keras
+class MemberListener(Protocol):
+    """How an evaluator reports progress; the runner turns each call into an event."""
 
-    keras_seed, counter = member_seeds(seed, cycle, index)
-    keras.utils.set_random_seed(keras_seed)
-    saved, trainer._shuffle_counter = trainer._shuffle_counter, counter
-    return saved
+    def started(self, job: MemberJob) -> None:
+        """A member began training (again, if its worker died: its earlier epochs no longer count)."""
+
+    def epoch(self, job: MemberJob, epoch: int, loss: float, val_loss: float | None, seconds: float) -> None:
+        """A member finished epoch ``epoch`` (0-based)."""
+
+    def note(self, message: str) -> None:
+        """Something the user should know."""
+
+
+@dataclass
+class EvaluatorContext:
+    """Everything an evaluator may use, handed over once when the members' phase opens."""
+
+    config: RunConfig
+    backend: Backend
+    cancel: CancelToken
+    note: Callable[[str], None]
+    unsafe_model: bool = False
+
+
+class Evaluator(Protocol):
+    """Trains a population's members (see the module's text)."""
+
+    name: str
+
+    def describe(self) -> str:
+        """Where members train, in a few words for the log."""
+
+    def open(self, ctx: EvaluatorContext) -> None:
+        """Get ready (connect, ship the data); called once before the first population."""
+
+    def members(self, parent: Parent, jobs: list[MemberJob], listener: MemberListener) -> Iterator[MemberOutcome]:
+        """Train ``jobs``, each from ``parent``; yield outcomes as members finish (any order).
+
+        The runner writes and snapshots each outcome before asking for the next one."""
+
+    def close(self) -> None:
+        """Release what :meth:`open` took; safe to call more than once, and after a failed open."""
 
 
 class LocalEvaluator:
-    """Train members in this process, one after the other."""
+    """Train members in this process, one after the other, on the run's own backend."""
 
     name = "local"
+
+    def __init__(self, config: RunConfig | None = None):  # noqa: ARG002 - every evaluator is built alike
+        self.ctx: EvaluatorContext | None = None
 
     def describe(self) -> str:
         return "this process"
 
-    def open(self, run) -> None:  # noqa: ARG002 - same interface as the Ray evaluator
-        return None
+    def open(self, ctx: EvaluatorContext) -> None:
+        self.ctx = ctx
 
     def close(self) -> None:
-        return None
+        self.ctx = None
 
-    def members(self, run, cycle: int, jobs: list[MemberJob], parent: Snapshot, branch_step: int) -> Iterator[MemberOutcome]:
-        from . import models as mdl
-
-        cfg = run.config
+    def members(self, parent: Parent, jobs: list[MemberJob], listener: MemberListener) -> Iterator[MemberOutcome]:
+        ctx = self.ctx
+        assert ctx is not None, "open() first"
         for job in jobs:
-            run.cancel.raise_if_cancelled()
-            run.emit(ev.MemberStarted(cycle=cycle, member=job.index, genes=job.genes.to_dict(), change=job.change,
-                                      branch_step=branch_step))
-            model = run.pool.get(job.genes)
-            mdl.restore(model, parent, job.genes)
+            ctx.cancel.raise_if_cancelled()
+            listener.started(job)
 
-            def on_epoch(epoch, loss, val, seconds, _i=job.index):
-                run.emit(ev.EpochEnded(phase="member", cycle=cycle, member=_i, epoch=epoch + 1,
-                                       step=branch_step + epoch + 1, loss=loss, val_loss=val, seconds=seconds))
+            def on_epoch(epoch, loss, val, seconds, _job=job):
+                listener.epoch(_job, epoch, loss, val, seconds)
 
-            saved = seed_member(run.trainer, cfg.seed, cycle, job.index)
-            try:
-                result = run.trainer.fit(model, job.genes.batch_size, cfg.candidate_epochs, on_epoch, spec=run.spec)
-            finally:
-                run.trainer._shuffle_counter = saved  # the main line's shuffles go on as if no member ran
-            run._after_fit()
-            # The runner saves and snapshots the model before asking for the next member, so the
-            # pooled model may be reused by the next job.
-            yield MemberOutcome(job, result.losses, result.val_losses, result.diverged, model=model)
+            result, trained = ctx.backend.train_member(job.genes, parent.snapshot, parent.cycle, job.index, on_epoch)
+            for message in ctx.backend.pop_notes():
+                listener.note(message)
+            yield MemberOutcome(job, result.losses, result.val_losses, result.diverged, trained=trained)
 
 
-def make_evaluator(config) -> Any:
+def make_evaluator(config: RunConfig) -> Evaluator:
     """The evaluator a configuration asks for."""
-    if config.evaluator == "ray":
-        from .ray_evaluator import RayEvaluator
+    from .config import EVALUATOR_CLASSES
 
-        return RayEvaluator(config)
-    return LocalEvaluator()
+    module, _, cls = EVALUATOR_CLASSES[config.evaluator].partition(":")
+    return getattr(importlib.import_module(module), cls)(config)

@@ -32,10 +32,13 @@ class RunStarted(Event):
 
 @dataclass(frozen=True)
 class RunResumed(Event):
-    """The run continues after cycle ``cycle`` (0: after the run-up); ``step`` lineage epochs exist."""
+    """The run continues after cycle ``cycle`` (0: after the run-up, -1: from the start); ``step``
+    lineage epochs exist and ``genes`` are the main line's genes at that checkpoint.  Whatever the
+    journal holds after that checkpoint no longer counts."""
 
     cycle: int
     step: int
+    genes: dict[str, Any] | None = None
     kind: str = field(init=False, default="run_resumed")
 
 
@@ -74,6 +77,10 @@ class MemberTrained(Event):
     losses: list[float]
     val_losses: list[float]
     fitness: float
+    #: where it trained (a Ray worker's host, pid and attempt); None in this process
+    worker: dict[str, Any] | None = None
+    #: why it could not be trained (its worker died too often); None when it trained
+    failed: str | None = None
     kind: str = field(init=False, default="member_trained")
 
 

@@ -42,6 +42,12 @@ def fitness(losses: Sequence[float], formula: str = "log_slope", slope_weight: f
     return -log_last + slope_weight * slope
 
 
+def rank_key(score: float, index: int) -> tuple[float, int]:
+    """Sort key of a member: fittest first; equal fitness goes to the lower index (the control, if
+    any), whatever order members finished in."""
+    return (-score if score != WORST and not math.isnan(score) else math.inf, index)
+
+
 def ranking(scores: Sequence[float]) -> list[int]:
-    """Member indices, fittest first; ties keep the lower index first (the control, if any)."""
-    return sorted(range(len(scores)), key=lambda i: (-scores[i] if scores[i] != WORST else math.inf, i))
+    """Member indices, fittest first; ties keep the lower index first."""
+    return sorted(range(len(scores)), key=lambda i: rank_key(scores[i], i))

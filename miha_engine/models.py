@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import KNOWN_ACTIVATIONS, OPTIMIZER_DEFAULT_LR, RunConfig
+from .config import DEFAULT_BATCH_SIZE, KNOWN_ACTIVATIONS, OPTIMIZER_DEFAULT_LR, RunConfig
 from .errors import ModelLoadError
 from .genes import Genes
-from .runlog import temp_archive_path
+from .runlog import atomic_write
+from .snapshot import Snapshot
 
 _TF_CONFIGURED: dict[str, Any] = {}
 
@@ -148,6 +149,17 @@ class ModelInfo:
     optimizer: str | None
     learning_rate: float | None
     metrics: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        """Rebuild from ``dataclasses.asdict`` (``miha inspect --json``): the app inspects models in
+        another process, so TensorFlow never runs on its GUI thread."""
+        def shape(v):  # one input: a tuple; several: a list of tuples (as summarize gives them)
+            return [tuple(x) for x in v] if v and isinstance(v[0], list) else tuple(v)
+
+        return cls(**{**data, "layers": tuple(LayerInfo(**layer) for layer in data["layers"]),
+                      "input_shape": shape(data["input_shape"]), "output_shape": shape(data["output_shape"]),
+                      "metrics": tuple(data.get("metrics") or ())})
 
     def text(self) -> str:
         lines = [
@@ -420,7 +432,8 @@ def initial_genes(model, spec: CompileSpec, config: RunConfig, choices: Mapping[
     by_path = dict(iter_layers(model))
     for path in choices:
         acts.append((path, _activation_name(by_path[path]) or "linear"))
-    return Genes(optimizer=name, learning_rate=lr, batch_size=config.batch_size or 32, activations=tuple(acts))
+    return Genes(optimizer=name, learning_rate=lr, batch_size=config.batch_size or DEFAULT_BATCH_SIZE,
+                 activations=tuple(acts))
 
 
 # -- building members ---------------------------------------------------------------------------
@@ -475,63 +488,24 @@ def recompile(model, spec: CompileSpec, spe: int, jit: bool | str) -> None:
                   steps_per_execution=spe, jit_compile=jit)
 
 
-def average_weights(a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:
-    """The mean of two weight lists of the same model (crossover's "average")."""
-    return [(x + y) / 2.0 for x, y in zip(a, b)]
-
-
 # -- saving ------------------------------------------------------------------------------------
 
 def save_model(model, path: str | Path) -> Path:
-    """Save as a ``.keras`` archive atomically: a hidden temporary name, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_archive_path(path)
-    try:
-        model.save(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    return path
+    """Save as a ``.keras`` archive, atomically (see :func:`miha_engine.runlog.atomic_write`)."""
+    return atomic_write(Path(path), model.save)
 
 
 def export_model(src: str | Path, out: str | Path) -> Path:
-    """Write an archive as ``.keras`` or legacy ``.h5`` (chosen by ``out``'s suffix)."""
+    """Write an archive as ``.keras`` or legacy ``.h5`` (chosen by ``out``'s suffix), atomically:
+    a failed export leaves no partial file and never touches an existing one."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".keras", ".h5"):
         raise ModelLoadError(f"export: {out.name} must end in .keras or .h5")
-    model = load_model(src)
-    if suffix == ".keras":
-        save_model(model, out)
-    else:
-        tmp = out.with_name(f".{out.stem}.partial.h5")
-        model.save(tmp)
-        os.replace(tmp, out)
-    return out
+    return atomic_write(out, load_model(src).save)
 
 
 # -- snapshots and the model pool ----------------------------------------------------------------
-
-@dataclass
-class Snapshot:
-    """A model's trainable state as plain arrays: weights and optimizer variables.
-
-    A population member starts from its parent's snapshot; the two fittest members are kept as
-    snapshots, not as live models, so a pooled model can be reused while they wait.
-    """
-
-    genes: Genes
-    weights: list[np.ndarray]
-    optimizer: str
-    optimizer_vars: list[np.ndarray] | None
-
 
 def snapshot(model, genes: Genes) -> Snapshot:
     opt = getattr(model, "optimizer", None)
@@ -586,9 +560,8 @@ class ModelPool:
     out), so memory stays flat over any number of cycles.
     """
 
-    def __init__(self, base, base_genes: Genes, spec: CompileSpec, spe: int, jit, max_size: int = 6):
+    def __init__(self, base, spec: CompileSpec, spe: int, jit, max_size: int = 6):
         self.base = base
-        self.base_genes = base_genes
         self.spec = spec
         self.spe = spe
         self.jit = jit
@@ -624,7 +597,4 @@ class ModelPool:
     def disable_jit(self) -> None:
         """XLA failed: later models compile without it (existing ones are recompiled on use)."""
         self.jit = False
-        self._models.clear()
-
-    def clear(self) -> None:
         self._models.clear()

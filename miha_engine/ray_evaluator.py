@@ -37,9 +37,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import events as ev
 from .errors import Cancelled, InputError, MihaError
-from .evaluators import MemberJob, MemberOutcome, seed_member
+from .evaluators import EvaluatorContext, MemberJob, MemberListener, MemberOutcome, Parent
+from .runlog import atomic_write_bytes
 
 #: Ray exceptions that mean "the worker or its node went away", as opposed to an error in MIHA's
 #: own code or in the cluster's set-up: after Ray's retries the member scores worst and the run goes on.
@@ -175,28 +175,24 @@ def describe_resources(res: dict[str, Any]) -> str:
 # -- the worker side ------------------------------------------------------------------------------
 
 class _WorkerContext:
-    """What a worker process keeps between member tasks of one run: the dataset pipeline, the
-    compile spec, the model pool and the current parent's state."""
+    """What a worker process keeps between member tasks of one run: the training set-up (built
+    from the first parent archive, exactly as the driver builds its own) and the current parent."""
 
     def __init__(self, setup: dict[str, Any], data: dict[str, Any]):
-        from . import models as mdl
         from .config import RunConfig
         from .data import from_arrays
-        from .training import CancelToken, Trainer
 
-        self.run_id = setup["run_id"]
-        self.config = RunConfig.from_dict(setup["config"])
         self.setup = setup
-        mdl.configure_tensorflow()
+        self.config = RunConfig.from_dict(setup["config"])
         self.data = from_arrays(data["x"], data["y"], data.get("x_val"), data.get("y_val"))
-        self.trainer = Trainer(self.data, self.config, CancelToken(), self.config.seed)
-        self.pool = None
-        self.spec = None
+        self.backend = None
         self.parent_key = None
         self.parent = None
 
     def set_parent(self, archive: bytes, parent_genes) -> None:
         from . import models as mdl
+        from .backend import KerasBackend
+        from .training import CancelToken
 
         key = hashlib.sha1(archive).hexdigest()
         if key == self.parent_key:
@@ -205,17 +201,23 @@ class _WorkerContext:
             path = Path(tmp) / "parent.keras"
             path.write_bytes(archive)
             model = mdl.load_model(path, unsafe=bool(self.setup.get("unsafe")))
-        if self.spec is None:
-            self.spec = mdl.compile_spec(model, self.config)
-            template = (self.setup.get("search_context") or {}).get("optimizer_template")
-            import keras
-
-            self.spec.optimizer_template = keras.saving.deserialize_keras_object(template) if template else None
-        if self.pool is None:
-            spe = self.trainer.steps_per_execution(parent_genes.batch_size)
-            self.pool = mdl.ModelPool(model, parent_genes, self.spec, spe, self.trainer.jit(model))
+        if self.backend is None:
+            self.backend = KerasBackend(model, self.data, self.config, CancelToken(), self.setup.get("search_context"))
         self.parent = mdl.snapshot(model, parent_genes)
         self.parent_key = key
+
+
+class _RemoteMember:
+    """A member trained on a Ray worker: its archive's bytes and its state as arrays."""
+
+    def __init__(self, archive: bytes, snapshot):
+        self.archive, self._snapshot = archive, snapshot
+
+    def write_archive(self, path: Path) -> None:
+        atomic_write_bytes(path, self.archive)
+
+    def snapshot(self):
+        return self._snapshot
 
 
 _CONTEXT: dict[str, _WorkerContext] = {}
@@ -233,36 +235,26 @@ def _limit_threads(cpus: float) -> None:
 def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, job: dict[str, Any], queue) -> dict[str, Any]:
     """One member, in a Ray worker: start from the parent archive, mutate, train n epochs."""
     _limit_threads(setup.get("cpus", 1.0))
-    from . import models as mdl
     from .genes import Genes
 
     ctx = _CONTEXT.get(setup["run_id"])
     if ctx is None:
         _CONTEXT.clear()  # one run at a time per worker: free the previous run's models
         ctx = _CONTEXT[setup["run_id"]] = _WorkerContext(setup, data)
-    parent_genes = Genes.from_dict(job["parent_genes"])
-    ctx.set_parent(archive, parent_genes)
+    ctx.set_parent(archive, Genes.from_dict(job["parent_genes"]))
     genes = Genes.from_dict(job["genes"])
     cycle, index = int(job["cycle"]), int(job["index"])
     token = uuid.uuid4().hex
     where = {"host": socket.gethostname(), "pid": os.getpid()}
     queue.put(("begin", cycle, index, token, where))
-    seed_member(ctx.trainer, ctx.config.seed, cycle, index)  # the same as in-process, wherever it runs
-    model = ctx.pool.get(genes)
-    mdl.restore(model, ctx.parent, genes)
 
     def on_epoch(epoch, loss, val, seconds):
         queue.put(("epoch", cycle, index, token, epoch, loss, val, seconds))
 
-    result = ctx.trainer.fit(model, genes.batch_size, ctx.config.candidate_epochs, on_epoch, spec=ctx.spec)
-    if ctx.trainer.xla_failed and ctx.pool.jit is not False:
-        ctx.pool.disable_jit()
-    notes, ctx.trainer.notes[:] = list(ctx.trainer.notes), []
-    with tempfile.TemporaryDirectory(prefix="miha-ray-") as tmp:
-        path = mdl.save_model(model, Path(tmp) / "member.keras")
-        archive_out = path.read_bytes()
+    result, trained = ctx.backend.train_member(genes, ctx.parent, cycle, index, on_epoch)
     return {"losses": result.losses, "val_losses": result.val_losses, "diverged": result.diverged,
-            "archive": archive_out, "snapshot": mdl.snapshot(model, genes), "where": where, "notes": notes}
+            "archive": trained.archive_bytes(), "snapshot": trained.snapshot(), "where": where,
+            "notes": ctx.backend.pop_notes()}
 
 
 # -- the driver side ------------------------------------------------------------------------------
@@ -281,6 +273,7 @@ class RayEvaluator:
         self.data_ref = None
         self.resources: dict[str, Any] = {}
         self.gpus = 0.0
+        self.ctx: EvaluatorContext | None = None
 
     def describe(self) -> str:
         where = f"the Ray cluster at {self.config.ray_address}" if self.config.ray_address else "a local Ray instance"
@@ -288,8 +281,9 @@ class RayEvaluator:
         gpu = f", {self.gpus:g} GPU per member" if self.gpus else ""
         return f"{where}{res}, {self.config.ray_cpus_per_member:g} CPU{gpu} per member, in parallel"
 
-    def open(self, run) -> None:
+    def open(self, ctx: EvaluatorContext) -> None:
         cfg = self.config
+        self.ctx = ctx
         self.ray = ray = _import_ray(local=not cfg.ray_address or _is_loopback(cfg.ray_address))
         self.started = connect(cfg.ray_address)
         self.resources = res = cluster_resources()
@@ -298,10 +292,10 @@ class RayEvaluator:
                              f"{res['max_node_CPU']:g}; lower ray_cpus_per_member")
         self.gpus = cfg.ray_gpus_per_member if res["GPU"] > 0 else 0.0
         if cfg.ray_gpus_per_member and not res["GPU"]:
-            run.note(f"the Ray cluster has no GPU, so ray_gpus_per_member = {cfg.ray_gpus_per_member:g} is ignored; "
+            ctx.note(f"the Ray cluster has no GPU, so ray_gpus_per_member = {cfg.ray_gpus_per_member:g} is ignored; "
                      "members train on CPUs")
         elif res["GPU"] and not cfg.ray_gpus_per_member:
-            run.note(f"the Ray cluster has {res['GPU']:g} GPU(s) but ray_gpus_per_member is 0, so members train on "
+            ctx.note(f"the Ray cluster has {res['GPU']:g} GPU(s) but ray_gpus_per_member is 0, so members train on "
                      "CPUs; set it to a fraction such as 0.25 to share each GPU among four members")
         if self.gpus > res["max_node_GPU"]:
             raise InputError(f"each member asks for {self.gpus:g} GPUs but no Ray node has more than "
@@ -313,14 +307,14 @@ class RayEvaluator:
         here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
         self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         self._queue_ok = True
-        data = run.data
+        data = ctx.backend.data
         arrays = {"x": data.x, "y": data.y}
         if data.has_validation:
             arrays.update(x_val=data.x_val, y_val=data.y_val)
         self.data_ref = ray.put(arrays)
         self.setup_ref = ray.put({
-            "run_id": uuid.uuid4().hex, "config": cfg.to_dict(), "search_context": run.search_context(),
-            "unsafe": bool(getattr(run, "unsafe_model", False)), "cpus": cfg.ray_cpus_per_member,
+            "run_id": uuid.uuid4().hex, "config": cfg.to_dict(), "search_context": ctx.backend.search_context(),
+            "unsafe": ctx.unsafe_model, "cpus": cfg.ray_cpus_per_member,
         })
         self._task = ray.remote(train_member)
 
@@ -337,34 +331,34 @@ class RayEvaluator:
             pass
         self.queue = None
         self.ray = None
+        self.ctx = None
 
-    def members(self, run, cycle: int, jobs: list[MemberJob], parent, branch_step: int) -> Iterator[MemberOutcome]:
-        ray = self.ray
-        cfg = self.config
-        if run.main_archive is None or not Path(run.main_archive).exists():
+    def members(self, parent: Parent, jobs: list[MemberJob], listener: MemberListener) -> Iterator[MemberOutcome]:
+        ray, cfg, ctx = self.ray, self.config, self.ctx
+        assert ray is not None and ctx is not None, "open() first"
+        if not Path(parent.archive).exists():
             raise MihaError("internal: the main model's archive is missing, so remote members cannot start")
-        archive_ref = ray.put(Path(run.main_archive).read_bytes())
+        archive_ref = ray.put(Path(parent.archive).read_bytes())
         options = dict(num_cpus=cfg.ray_cpus_per_member, num_gpus=self.gpus, max_retries=cfg.ray_max_retries,
                        retry_exceptions=False)
         pending: dict[Any, MemberJob] = {}
         for job in jobs:
-            run.emit(ev.MemberStarted(cycle=cycle, member=job.index, genes=job.genes.to_dict(), change=job.change,
-                                      branch_step=branch_step))
-            spec = {"cycle": cycle, "index": job.index, "genes": job.genes.to_dict(),
-                    "parent_genes": parent.genes.to_dict()}
+            listener.started(job)
+            spec = {"cycle": parent.cycle, "index": job.index, "genes": job.genes.to_dict(),
+                    "parent_genes": parent.snapshot.genes.to_dict()}
             pending[self._task.options(**options).remote(self.setup_ref, self.data_ref, archive_ref, spec, self.queue)] = job
         tokens: dict[int, str] = {}
         attempts: dict[int, int] = {}
         by_index = {job.index: job for job in jobs}
         try:
             while pending:
-                if run.cancel.cancelled:
+                if ctx.cancel.cancelled:
                     raise Cancelled("the run was stopped")
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
-                self._drain(run, cycle, branch_step, by_index, tokens, attempts)
+                self._drain(parent.cycle, listener, by_index, tokens, attempts)
                 for ref in ready:
                     job = pending.pop(ref)
-                    yield self._outcome(run, ref, job, attempts.get(job.index, 1))
+                    yield self._outcome(ref, job, attempts.get(job.index, 1), listener)
         finally:
             for ref in pending:  # stopped or failed: do not leave members training
                 try:
@@ -372,7 +366,7 @@ class RayEvaluator:
                 except Exception:  # noqa: BLE001
                     pass
 
-    def _drain(self, run, cycle, branch_step, jobs: dict[int, MemberJob], tokens, attempts) -> None:
+    def _drain(self, cycle: int, listener: MemberListener, jobs: dict[int, MemberJob], tokens, attempts) -> None:
         from ray.util.queue import Empty
 
         while self._queue_ok:
@@ -385,8 +379,8 @@ class RayEvaluator:
                 return
             except Exception as exc:  # noqa: BLE001 - live epochs are a convenience: results still come
                 self._queue_ok = False
-                run.note(f"the Ray queue that streams epochs failed ({type(exc).__name__}); members' epochs "
-                         "will appear when each member ends")
+                listener.note(f"the Ray queue that streams epochs failed ({type(exc).__name__}); members' epochs "
+                              "will appear when each member ends")
                 return
             for item in items:
                 kind, c, i = item[0], item[1], item[2]
@@ -396,30 +390,25 @@ class RayEvaluator:
                     token, where = item[3], item[4]
                     if i in tokens:  # Ray started this member again after its worker died
                         attempts[i] = attempts.get(i, 1) + 1
-                        job = jobs[i]
-                        run.note(f"cycle {cycle}, member {i}: its worker died; Ray started it again on "
-                                 f"{where['host']} (attempt {attempts[i]} of {self.config.ray_max_retries + 1})")
-                        run.emit(ev.MemberStarted(cycle=cycle, member=i, genes=job.genes.to_dict(), change=job.change,
-                                                  branch_step=branch_step))
+                        listener.note(f"cycle {cycle}, member {i}: its worker died; Ray started it again on "
+                                      f"{where['host']} (attempt {attempts[i]} of {self.config.ray_max_retries + 1})")
+                        listener.started(jobs[i])
                     tokens[i] = token
                 elif kind == "epoch" and tokens.get(i) == item[3]:
                     _, _, _, _, epoch, loss, val, seconds = item
-                    run.emit(ev.EpochEnded(phase="member", cycle=cycle, member=i, epoch=epoch + 1,
-                                           step=branch_step + epoch + 1, loss=loss, val_loss=val, seconds=seconds))
+                    listener.epoch(jobs[i], epoch, loss, val, seconds)
 
-    def _outcome(self, run, ref, job: MemberJob, attempt: int) -> MemberOutcome:
+    def _outcome(self, ref, job: MemberJob, attempt: int, listener: MemberListener) -> MemberOutcome:
         ray = self.ray
-        n = self.config.candidate_epochs
         try:
             res = ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - sorted below
             cause = getattr(exc, "cause", None)
             deaths = _death_types(ray)
             if isinstance(exc, deaths) or isinstance(cause, deaths):
-                nan = [math.nan] * n
-                return MemberOutcome(job, nan, nan if run.data.has_validation else [], False,
-                                     failure=f"its worker died {self.config.ray_max_retries + 1} time(s) "
-                                             f"({type(exc).__name__}), so it could not be trained")
+                return MemberOutcome.failed(job, self.config.candidate_epochs, self.ctx.backend.data.has_validation,
+                                            f"its worker died {self.config.ray_max_retries + 1} time(s) "
+                                            f"({type(exc).__name__}), so it could not be trained")
             if isinstance(cause, MihaError):
                 raise type(cause)(str(cause)) from exc
             what = cause if cause is not None else exc
@@ -431,11 +420,11 @@ class RayEvaluator:
             raise MihaError(f"cycle member {job.index} failed on a Ray worker: {type(what).__name__}: "
                             f"{first_line}{hint}") from exc
         for note in res.get("notes", []):
-            run.note(f"member {job.index}: {note}")
+            listener.note(f"member {job.index}: {note}")
         where = dict(res.get("where") or {})
         where["attempt"] = attempt
-        return MemberOutcome(job, res["losses"], res["val_losses"], res["diverged"], archive=res["archive"],
-                             snapshot=res["snapshot"], where=where)
+        return MemberOutcome(job, res["losses"], res["val_losses"], res["diverged"],
+                             trained=_RemoteMember(res["archive"], res["snapshot"]), where=where)
 
 
 # -- probing (the app asks this in a subprocess, so the window never waits on Ray) ----------------

@@ -19,16 +19,66 @@ import io
 import json
 import math
 import os
+import re
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RunFolderError
+from .errors import InputError, RunFolderError
 from .events import Event, event_from_dict
 
 HISTORY_FIELDS = ("step", "phase", "cycle", "epoch", "loss", "val_loss", "genes")
+
+_MEMBER_NAME = re.compile(r"^(\d+)_(\d+|child)_model\.keras$")
+_MAIN_NAME = re.compile(r"^model_(\w+)\.keras$")
+_MAIN_TEXT = {"init": "main model after the run-up", "final": "final model",
+              "source": "the model as given, before training"}
+_FILE_TEXT = {"run.json": "configuration, status, timings, test metrics",
+              "events.jsonl": "the journal of every event (replayable)",
+              "history.csv": "the final model's lineage, one row per epoch",
+              "population.json": "every member of every cycle",
+              "state.json": "the checkpoint 'miha resume' continues from"}
+
+
+@dataclass(frozen=True)
+class ArchiveName:
+    """What an archive's file name says: a main-line state (``which``: source, init, a cycle
+    number, final) or a member of a cycle (``member`` None for a crossover child)."""
+
+    kind: str  # "main" | "member" | "child"
+    which: str = ""
+    cycle: int | None = None
+    member: int | None = None
+
+    def text(self) -> str:
+        if self.kind == "main":
+            return _MAIN_TEXT.get(self.which, f"main model after cycle {self.which}")
+        if self.kind == "child":
+            return f"cycle {self.cycle}, crossover child"
+        return f"cycle {self.cycle}, member {self.member}"
+
+
+def parse_archive_name(name: str) -> ArchiveName | None:
+    """The one reader of the run folder's archive names (the writers are RunFolder's paths)."""
+    m = _MEMBER_NAME.match(name)
+    if m:
+        if m.group(2) == "child":
+            return ArchiveName("child", cycle=int(m.group(1)))
+        return ArchiveName("member", cycle=int(m.group(1)), member=int(m.group(2)))
+    m = _MAIN_NAME.match(name)
+    if m:
+        return ArchiveName("main", which=m.group(1))
+    return None
+
+
+def describe_file(name: str) -> str:
+    """A few words on a run-folder file from its name alone."""
+    archive = parse_archive_name(name)
+    if archive is not None:
+        return archive.text()
+    return _FILE_TEXT.get(name, "")
 
 
 def _json_default(obj: Any) -> Any:
@@ -54,14 +104,19 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(_clean(obj), default=_json_default, indent=indent, ensure_ascii=False)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader (or a crash) sees the old file or the new one."""
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """The one way MIHA writes a file: ``write(tmp)`` fills a hidden temporary in the same folder,
+    which is fsynced, renamed over ``path``, and the folder fsynced, so a reader (or a crash, or a
+    power cut) sees the old file or the new one, never a torn one.  On failure nothing is left.
+
+    The temporary keeps ``path``'s suffix (Keras decides the format from it).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_archive_path(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -70,6 +125,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a platform that cannot open folders (Windows) skips it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -86,7 +161,7 @@ def read_json(path: Path) -> Any:
 
 
 def temp_archive_path(final: Path) -> Path:
-    """A hidden temporary name in the same folder, ending in .keras as Keras requires."""
+    """A hidden temporary name in the same folder, with the final suffix (Keras requires .keras)."""
     return final.with_name(f".{final.stem}.partial{final.suffix}")
 
 
@@ -151,6 +226,32 @@ class RunFolder:
 
     def member_path(self, cycle: int, member: int) -> Path:
         return self.population_dir / f"{cycle}_{member}_model.keras"
+
+    def child_path(self, cycle: int) -> Path:
+        return self.population_dir / f"{cycle}_child_model.keras"
+
+    def best_archive(self, which: str = "final") -> Path:
+        """The archive an export writes: ``final`` (model_final), or ``best``: the main-line archive
+        whose last epoch had the lowest validation (else training) loss, among model_init,
+        model_<cycle> and model_final."""
+        self.open_existing()
+        final = self.model_path("final")
+        if which == "final":
+            if not final.exists():
+                raise InputError(f"{self.root} has no model_final.keras (the run did not finish); "
+                                 "export the best model instead, or resume the run first")
+            return final
+        ends: dict[str, float] = {}
+        for row in self.read_history():
+            loss = row["val_loss"] if row["val_loss"] is not None else row["loss"]
+            if loss is None:
+                continue
+            name = {"runup": "init", "final": "final"}.get(row["phase"], str(row["cycle"]))
+            ends[name] = loss
+        found = [(loss, name) for name, loss in ends.items() if self.model_path(name).exists()]
+        if not found:
+            raise InputError(f"{self.root} holds no main-line archive yet")
+        return self.model_path(min(found, key=lambda t: t[0])[1])  # ties: the earlier archive
 
     # -- lifecycle ---------------------------------------------------------------------------
     def is_run(self) -> bool:
@@ -278,6 +379,14 @@ class RunFolder:
                 fh.truncate(keep)
                 fh.flush()
                 os.fsync(fh.fileno())
+
+    def drop_superseded(self, cycle: int) -> None:
+        """With drop_intermediate, free space after cycle ``cycle``'s checkpoint: its members and
+        the earlier main archives are no longer needed (a resume starts from model_<cycle>)."""
+        for p in self.population_dir.glob(f"{cycle}_*_model.keras"):
+            p.unlink(missing_ok=True)
+        for name in ["source", "init"] + [str(c) for c in range(1, cycle)]:
+            self.model_path(name).unlink(missing_ok=True)
 
     def drop_intermediate(self) -> None:
         """Delete every archive but model_final.keras; logs stay."""

@@ -1,7 +1,14 @@
 """The MIHA loop: run-up, c cycles of population → train → fitness → select → fix, then final.
 
-Policy (mutation, fitness, selection) lives in pure modules; this module applies it to Keras models,
-drives the :class:`~miha_engine.training.Trainer`, writes the run folder and emits events.
+Policy (mutation, fitness, selection) lives in pure modules; training lives behind the
+:class:`~miha_engine.backend.Backend` protocol; members train through an
+:class:`~miha_engine.evaluators.Evaluator`.  This module owns the one loop that applies the policy,
+builds every event, and writes the run folder.  :func:`run` and :func:`resume` only produce the
+loop's starting :class:`Checkpoint`.
+
+The journal (``events.jsonl``) is the run's record.  ``history.csv`` and ``population.json`` are
+views of it, derived through :class:`~miha_engine.state.RunState` and written at each checkpoint
+and at the end; a resume cuts all of them back in one place (the ``RunResumed`` event).
 """
 
 from __future__ import annotations
@@ -20,15 +27,18 @@ from typing import Any
 import numpy as np
 
 from . import events as ev
+from .backend import Backend, main_line_seed
 from .config import RunConfig
-from .data import Dataset, from_arrays, load_dataset, validate
+from .data import Dataset, from_arrays, load_dataset
 from .errors import Cancelled, DivergedError, InputError, MihaError, RunFolderError
-from .evaluators import MemberJob, make_evaluator
-from .fitness import fitness
+from .evaluators import EvaluatorContext, MemberJob, Parent, make_evaluator
+from .fitness import fitness, rank_key
 from .genes import Genes
 from .mutation import combine, mutate
-from .runlog import RunFolder
-from .training import CancelToken, Trainer
+from .runlog import RunFolder, describe_file, read_events
+from .snapshot import Snapshot, average_weights
+from .state import RunState
+from .training import CancelToken
 
 
 @dataclass
@@ -45,6 +55,17 @@ class RunResult:
     wall_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where the loop starts: after cycle ``completed`` (0: after the run-up; None: before it),
+    with ``step`` lineage epochs done, the main line's ``genes``, and ``elapsed`` seconds spent."""
+
+    completed: int | None
+    step: int
+    genes: Genes
+    elapsed: float = 0.0
+
+
 def default_run_dir(base: str | Path = "runs") -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path(base) / f"miha-{stamp}"
@@ -59,14 +80,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
+def _versions(backend: Backend) -> dict[str, str]:
     from . import __version__
 
-    return {"miha": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    return {"miha": __version__, **backend.versions(), "numpy": np.__version__, "python": platform.python_version()}
 
 
 def _as_dataset(data: Dataset | str | Path | tuple, target: str | None) -> Dataset:
@@ -79,31 +96,73 @@ def _as_dataset(data: Dataset | str | Path | tuple, target: str | None) -> Datas
     raise InputError("data must be a Dataset, a file path, or a tuple (x, y[, x_val, y_val[, x_test, y_test]])")
 
 
-class _Run:
-    def __init__(self, folder: RunFolder, config: RunConfig, listeners: Iterable[ev.Listener],
-                 cancel: CancelToken | None):
+def archive_count(config: RunConfig) -> int:
+    """Archives a run writes: source, init, one per member, one per cycle, final."""
+    return 3 + config.cycles * (config.population_size + 1)
+
+
+def disk_space_warning(root: Path, params: int, config: RunConfig) -> str | None:
+    """A sentence with the numbers when the run's archives (of a model of ``params`` parameters)
+    may not fit on the disk."""
+    import shutil
+
+    # weights plus up to two optimizer slots per weight, float32, plus the archive's config
+    per_archive = int(params) * 4 * 3 + 64_000
+    peak = per_archive * (archive_count(config) if not config.drop_intermediate else config.population_size + 3)
+    free = shutil.disk_usage(root).free
+    if peak > free:
+        return (f"the run will write {archive_count(config)} archives of about {per_archive / 1e6:.1f} MB "
+                f"({peak / 1e6:.0f} MB in all) but only {free / 1e6:.0f} MB are free on {root}; free some "
+                "space, choose another run folder, or use fewer cycles or a smaller population")
+    return None
+
+
+class _MemberEvents:
+    """The runner's side of :class:`~miha_engine.evaluators.MemberListener`: evaluators report,
+    the runner builds the events."""
+
+    def __init__(self, loop: _Loop, cycle: int, branch_step: int):
+        self.loop, self.cycle, self.branch_step = loop, cycle, branch_step
+
+    def started(self, job: MemberJob) -> None:
+        self.loop.emit(ev.MemberStarted(cycle=self.cycle, member=job.index, genes=job.genes.to_dict(),
+                                        change=job.change, branch_step=self.branch_step))
+
+    def epoch(self, job: MemberJob, epoch: int, loss: float, val_loss: float | None, seconds: float) -> None:
+        self.loop.emit(ev.EpochEnded(phase="member", cycle=self.cycle, member=job.index, epoch=epoch + 1,
+                                     step=self.branch_step + epoch + 1, loss=loss, val_loss=val_loss,
+                                     seconds=seconds))
+
+    def note(self, message: str) -> None:
+        self.loop.note(message)
+
+
+class _Loop:
+    """One run's loop, from a checkpoint to the end (see the module's text)."""
+
+    def __init__(self, folder: RunFolder, config: RunConfig, backend: Backend, listeners: Iterable[ev.Listener],
+                 cancel: CancelToken, state: RunState, info: dict[str, Any]):
         self.folder = folder
         self.config = config
+        self.backend = backend
         self.listeners = list(listeners)
-        self.cancel = cancel or CancelToken()
-        self.history: list[dict[str, Any]] = []
-        self.population: dict[str, Any] = {}
+        self.cancel = cancel
+        self.state = state
+        self.info = info
+        self.evaluator = make_evaluator(config)
+        self.genes: Genes | None = None
         self.step = 0
+        self.archive: Path | None = None  # the main line's latest archive (what remote members start from)
         self.t_start = time.perf_counter()
         self.elapsed_before = 0.0
-        self.model = None
-        self.genes: Genes | None = None
-        #: the archive of the main model as it is now (what remote members start from)
-        self.main_archive: Path | None = None
-        self.unsafe_model = False
-        self.evaluator = make_evaluator(config)
 
-    # -- events -----------------------------------------------------------------------------
+    # -- events and records ------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
         try:
             self.folder.append_event(event)
         except OSError as exc:
             raise RunFolderError(f"cannot write to the run folder {self.folder.root}: {exc.strerror or exc}") from exc
+        self.state.apply(event)
         for listener in self.listeners:
             try:
                 listener(event)
@@ -113,105 +172,22 @@ class _Run:
     def note(self, message: str) -> None:
         self.emit(ev.Note(message=message))
 
-    # -- set-up -----------------------------------------------------------------------------
-    def prepare(self, model, data: Dataset) -> None:
-        from . import models as mdl
+    def _flush_notes(self) -> None:
+        for message in self.backend.pop_notes():
+            self.note(message)
 
-        cfg = self.config
-        self.device = mdl.configure_tensorflow()
-        import keras
+    def write_views(self) -> None:
+        """history.csv and population.json, derived from the journal's picture of the run."""
+        self.folder.write_history(self.state.history_rows())
+        self.folder.write_population(self.state.population())
 
-        keras.utils.set_random_seed(cfg.seed)
-        self.spec = mdl.compile_spec(model, cfg)
-        info = mdl.summarize(model)
-        validate(data, info.input_shape, info.output_shape, self.spec.task)
-        data = data.with_validation_split(cfg.validation_split, cfg.seed)
-        if cfg.batch_size is not None and cfg.batch_size > data.n_train:
-            raise InputError(
-                f"batch_size {cfg.batch_size} is larger than the {data.n_train} training samples; "
-                f"choose at most {data.n_train}"
-            )
-        self.data = data
-        self.choices, layer_notes = mdl.activation_choices(model, self.spec, cfg, data.y)
-        self.layer_notes = layer_notes
-        self.trainer = Trainer(data, cfg, self.cancel, cfg.seed)
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self.t_start)
 
-    def search_context(self) -> dict[str, Any]:
-        """What resume needs to mutate exactly as the original run would: the activation slots and
-        the user's optimizer settings, both taken from the model as first given."""
-        import keras
-
-        template = self.spec.optimizer_template
-        return {"choices": {p: list(a) for p, a in self.choices.items()},
-                "optimizer_template": keras.saving.serialize_keras_object(template) if template is not None else None}
-
-    def restore_search_context(self, context: dict[str, Any] | None) -> None:
-        if not context:
-            return
-        import keras
-
-        self.choices = {p: tuple(a) for p, a in context.get("choices", {}).items()}
-        template = context.get("optimizer_template")
-        self.spec.optimizer_template = keras.saving.deserialize_keras_object(template) if template else None
-
-    def start_pool(self, model, genes: Genes) -> None:
-        """Create the model pool and put ``model``'s state (weights, optimizer) on the main line."""
-        from . import models as mdl
-
-        spe = self.trainer.steps_per_execution(genes.batch_size)
-        self.pool = mdl.ModelPool(model, genes, self.spec, spe, self.trainer.jit(model))
-        self.model = self.pool.get(genes)
-        mdl.restore(self.model, mdl.snapshot(model, genes), genes)
-
-    def open_evaluator(self) -> None:
-        """Start the evaluator (a Ray evaluator connects and ships the data here) and say where
-        members train."""
-        self.evaluator.open(self)
-        if self.evaluator.name != "local":
-            self.note(f"population members train on {self.evaluator.describe()}")
-
-    def _after_fit(self) -> None:
-        self._flush_trainer_notes()
-        if self.trainer.xla_failed and self.pool.jit is not False:
-            self.pool.disable_jit()
-
-    # -- phases -----------------------------------------------------------------------------
-    def _train_main(self, phase: str, cycle: int, epochs: int) -> None:
-        """Train the main line; its epochs join the lineage."""
-        genes = self.genes
-        assert genes is not None
-
-        def on_epoch(epoch: int, loss: float, val: float | None, seconds: float) -> None:
-            self.step += 1
-            self.history.append({"step": self.step, "phase": phase, "cycle": cycle, "epoch": epoch + 1,
-                                 "loss": loss, "val_loss": val, "genes": genes.to_dict()})
-            self.emit(ev.EpochEnded(phase=phase, cycle=cycle, member=None, epoch=epoch + 1,
-                                    step=self.step, loss=loss, val_loss=val, seconds=seconds))
-
-        result = self.trainer.fit(self.model, genes.batch_size, epochs, on_epoch, spec=self.spec)
-        self._after_fit()
-        self.folder.write_history(self.history)
-        if result.diverged:
-            raise DivergedError(
-                f"the main model's loss became NaN/inf during the {phase} phase"
-                + (f" of cycle {cycle}" if cycle else "")
-                + "; the last good archive is kept. Lower the learning rate or check the data"
-            )
-
-    def _flush_trainer_notes(self) -> None:
-        while self.trainer.notes:
-            self.note(self.trainer.notes.pop(0))
-
-    def _save(self, model, path: Path, description: str) -> None:
-        """Save ``model`` (a Keras model, or an archive's bytes a worker sent back) atomically."""
-        from . import models as mdl
-        from .runlog import atomic_write_bytes
-
+    def _save(self, write, path: Path, description: str) -> None:
+        """``write(path)`` an archive (atomically, by the writer), then journal it."""
         try:
-            if isinstance(model, bytes):
-                atomic_write_bytes(path, model)
-            else:
-                mdl.save_model(model, path)
+            write(path)
         except OSError as exc:
             raise RunFolderError(
                 f"cannot save {path.name} in {path.parent}: {exc.strerror or exc}. "
@@ -219,248 +195,238 @@ class _Run:
             ) from exc
         self.emit(ev.ArchiveSaved(path=str(path.relative_to(self.folder.root)), description=description))
 
+    def _save_main(self, name: str) -> Path:
+        path = self.folder.model_path(name)
+        self._save(self.backend.save_main, path, describe_file(path.name))
+        return path
+
     def _checkpoint(self, cycle: int) -> None:
-        assert self.genes is not None
-        self.folder.write_population(self.population)
+        assert self.genes is not None and self.archive is not None
+        self.write_views()
         self.folder.write_state({
             "completed_cycle": cycle,
             "step": self.step,
             "genes": self.genes.to_dict(),
-            "model": str((self.folder.model_path("init" if cycle == 0 else str(cycle))).relative_to(self.folder.root)),
+            "model": str(self.archive.relative_to(self.folder.root)),
             "elapsed_seconds": self.elapsed(),
         })
 
-    def elapsed(self) -> float:
-        return self.elapsed_before + (time.perf_counter() - self.t_start)
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, start: Checkpoint, resumed: bool = False) -> RunResult:
+        """Run from ``start`` to the end, leaving the folder consistent whatever happens."""
+        self.elapsed_before = start.elapsed
+        try:
+            return self._guarded(lambda: self._body(start, resumed))
+        finally:
+            self.evaluator.close()
 
-    def run_cycle(self, cycle: int) -> None:
-        from . import models as mdl
+    def _body(self, start: Checkpoint, resumed: bool) -> RunResult:
+        cfg, folder, backend = self.config, self.folder, self.backend
+        self.genes, self.step = start.genes, start.step
+        if resumed:  # the journal's picture (and so every view) is cut back to the checkpoint here
+            self.emit(ev.RunResumed(cycle=-1 if start.completed is None else start.completed, step=start.step,
+                                    genes=start.genes.to_dict()))
+            self.write_views()
+        if start.completed is None:
+            self.emit(ev.RunStarted(run_dir=str(folder.root), config=cfg.to_dict(), total_epochs=cfg.total_epochs,
+                                    lineage_epochs=cfg.lineage_epochs, genes=start.genes.to_dict()))
+        warning = disk_space_warning(folder.root, backend.param_count(), cfg)
+        if warning:
+            self.note(warning)
+        for message in backend.layer_notes:
+            self.note(message)
+        backend.start(self.genes)
+        if start.completed is None:
+            if not folder.model_path("source").exists():
+                self._save_main("source")
+            initial_test = backend.test_metrics()
+            folder.update_run(test_initial=initial_test)
+            self._train_main("runup", 0, cfg.runup_epochs)
+            self.archive = self._save_main("init")
+            self._checkpoint(0)
+            first = 1
+        else:
+            initial_test = self.info.get("test_initial") or {}
+            self.archive = folder.model_path("init" if start.completed == 0 else str(start.completed))
+            first = start.completed + 1
+        if first <= cfg.cycles:
+            self.evaluator.open(EvaluatorContext(cfg, backend, self.cancel, self.note,
+                                                 bool(self.info.get("unsafe_model"))))
+            if self.evaluator.name != "local":
+                self.note(f"population members train on {self.evaluator.describe()}")
+        for cycle in range(first, cfg.cycles + 1):
+            self._cycle(cycle)
+        return self._finish(initial_test)
 
+    def _train_main(self, phase: str, cycle: int, epochs: int) -> None:
+        """Train the main line; its epochs join the lineage."""
+        assert self.genes is not None
+
+        def on_epoch(epoch: int, loss: float, val: float | None, seconds: float) -> None:
+            self.step += 1
+            self.emit(ev.EpochEnded(phase=phase, cycle=cycle, member=None, epoch=epoch + 1, step=self.step,
+                                    loss=loss, val_loss=val, seconds=seconds))
+
+        result = self.backend.train_main(self.genes, epochs, on_epoch)
+        self._flush_notes()
+        if result.diverged:
+            raise DivergedError(
+                f"the main model's loss became NaN/inf during the {phase} phase"
+                + (f" of cycle {cycle}" if cycle else "")
+                + "; the last good archive is kept. Lower the learning rate or check the data"
+            )
+
+    def _jobs(self, cycle: int) -> list[MemberJob]:
+        """Every member's genes first, in order, from the seed: the same run on any evaluator."""
         cfg = self.config
-        parent_genes = self.genes
-        assert self.model is not None and parent_genes is not None
-        parent = mdl.snapshot(self.model, parent_genes)
-        branch_step = self.step
+        assert self.genes is not None
         rng = np.random.default_rng([cfg.seed, cycle])
-        has_val = self.data.has_validation
-        entries: dict[str, Any] = {}
-        self.population[str(cycle)] = entries
-        # Every member's genes first, in order, from the seed: the same run on any evaluator.
-        jobs: list[MemberJob] = []
+        jobs = []
         for i in range(cfg.population_size):
             if cfg.control_member and i == 0:
-                genes, change = parent_genes, "control: unchanged"
+                genes, change = self.genes, "control: unchanged"
             else:
-                genes, change = mutate(parent_genes, cfg.search, rng, self.choices, self.data.n_train)
+                genes, change = mutate(self.genes, cfg.search, rng, self.backend.choices, self.backend.data.n_train)
             jobs.append(MemberJob(i, genes, change))
-        best: list[tuple[float, int, mdl.Snapshot]] = []  # the two fittest so far, as snapshots
+        return jobs
+
+    def _cycle(self, cycle: int) -> None:
+        cfg, folder, backend = self.config, self.folder, self.backend
+        assert self.genes is not None and self.archive is not None
+        ancestor = self.genes
+        parent = Parent(cycle, backend.snapshot(ancestor), self.archive)
+        has_val = backend.data.has_validation
+        jobs = self._jobs(cycle)
+        best: list[tuple[float, int, Snapshot]] = []  # the two fittest so far, as snapshots
         scores: list[float] = [-math.inf] * cfg.population_size
-        curves: dict[int, tuple[list[float], list[float]]] = {}
-        for out in self.evaluator.members(self, cycle, jobs, parent, branch_step):
-            i, genes, change = out.job.index, out.job.genes, out.job.change
-            curve = out.val_losses if has_val else out.losses
-            score = fitness(curve, cfg.fitness, cfg.fitness_slope_weight)
+        last_val: dict[int, float] = {}
+        lengths: dict[int, int] = {}
+        for out in self.evaluator.members(parent, jobs, _MemberEvents(self, cycle, self.step)):
+            i, change = out.job.index, out.job.change
+            score = fitness(out.val_losses if has_val else out.losses, cfg.fitness, cfg.fitness_slope_weight)
             if out.failure:
                 score = -math.inf
                 self.note(f"cycle {cycle}, member {i} ({change}): {out.failure}; it scores worst and is never chosen")
             elif out.diverged:
                 self.note(f"cycle {cycle}, member {i} ({change}): loss became NaN/inf; it scores worst and is never chosen")
-            scores[i] = score
-            curves[i] = (out.losses, out.val_losses)
-            entry = {"genes": genes.to_dict(), "change": change, "losses": out.losses,
-                     "val_losses": out.val_losses, "fitness": score if math.isfinite(score) else None,
-                     "chosen": False}
-            if out.where:
-                entry["worker"] = out.where
-            if out.failure:
-                entry["failed"] = out.failure
             else:
-                self._save(out.model if out.model is not None else out.archive,
-                           self.folder.member_path(cycle, i), f"cycle {cycle}, member {i}: {change}")
-            entries[str(i)] = entry
-            self.folder.write_population(self.population)
-            self.emit(ev.MemberTrained(cycle=cycle, member=i, genes=genes.to_dict(), change=change,
-                                       losses=out.losses, val_losses=out.val_losses, fitness=score))
-            # Ties go to the lower index, whatever order members finish in.
-            if math.isfinite(score) and (len(best) < 2 or (-score, i) < (-best[-1][0], best[-1][1])):
-                snap = out.snapshot if out.snapshot is not None else mdl.snapshot(out.model, genes)
-                best.append((score, i, snap))
-                best.sort(key=lambda t: (-t[0], t[1]))
-                best = best[:2]
-        entries_sorted = {k: entries[k] for k in sorted(entries, key=int)}
-        entries.clear()
-        entries.update(entries_sorted)
-        import keras
+                self._save(out.write_archive, folder.member_path(cycle, i), f"cycle {cycle}, member {i}: {change}")
+            scores[i] = score
+            lengths[i] = len(out.losses)
+            if out.val_losses:
+                last_val[i] = out.val_losses[-1]
+            self.emit(ev.MemberTrained(cycle=cycle, member=i, genes=out.job.genes.to_dict(), change=change,
+                                       losses=out.losses, val_losses=out.val_losses, fitness=score,
+                                       worker=out.where or None, failed=out.failure))
+            if math.isfinite(score) and (len(best) < 2 or rank_key(score, i) < rank_key(*best[-1][:2])):
+                best = sorted([*best, (score, i, out.snapshot())], key=lambda t: rank_key(t[0], t[1]))[:2]
+        backend.reseed(main_line_seed(cfg.seed, cycle))
 
-        # the main line's randomness after a population does not depend on where members trained
-        keras.utils.set_random_seed(cfg.seed * 100_003 + cycle * 1_000 + 999)
-
-        weights = None
+        weights, child = None, None
         if not best:
             decision = "every member diverged: the model from before the population is kept"
             self.note(f"cycle {cycle}: {decision}")
-            winner, chosen = -1, parent
+            winner, chosen = -1, parent.snapshot
         else:
             _, winner, chosen = best[0]
-            decision = f"selection: member {winner} ({entries[str(winner)]['change']})"
+            decision = f"selection: member {winner} ({jobs[winner].change})"
             if cfg.crossover and len(best) >= 2:
-                decision, chosen, weights = self._crossover(cycle, parent_genes, best, curves, decision)
-            entries[str(winner)]["chosen"] = True
-            losses, vals = curves[winner]
-            for e, loss in enumerate(losses):  # the winner's n epochs join the lineage
-                self.step += 1
-                self.history.append({"step": self.step, "phase": "member", "cycle": cycle, "epoch": e + 1,
-                                     "loss": loss, "val_loss": vals[e] if vals else None,
-                                     "genes": best[0][2].genes.to_dict()})
+                decision, chosen, weights, child = self._crossover(ancestor, best, last_val, decision)
+            self.step += lengths[winner]  # the winner's n epochs join the lineage
         self.genes = chosen.genes
-        self.model = self.pool.get(self.genes)
-        mdl.restore(self.model, chosen, self.genes, weights=weights)
-        entries["_cycle"] = {"decision": decision, "winner": winner}
+        backend.set_main(chosen, self.genes, weights=weights)
+        if child is not None:
+            self._save(backend.save_main, folder.child_path(cycle),
+                       f"cycle {cycle}: crossover of members {child[0]} and {child[1]}")
         del best, parent
-        self.folder.write_population(self.population)
-        self.folder.write_history(self.history)
         self.emit(ev.CycleDone(cycle=cycle, winner=winner, fitnesses=[s if math.isfinite(s) else None for s in scores],
                                decision=decision, genes=self.genes.to_dict()))
         if cfg.fixing_epochs:
             self._train_main("fixing", cycle, cfg.fixing_epochs)
-        self._save(self.model, self.folder.model_path(str(cycle)), f"main model after cycle {cycle}")
-        self.main_archive = self.folder.model_path(str(cycle))
+        self.archive = self._save_main(str(cycle))
         self._checkpoint(cycle)
         if cfg.drop_intermediate:
-            self._drop_as_we_go(cycle)
+            folder.drop_superseded(cycle)
         gc.collect()
 
-    def _drop_as_we_go(self, cycle: int) -> None:
-        """With drop_intermediate, free space after each checkpoint: this cycle's members and the
-        previous main archives are no longer needed (resume starts from model_<cycle>)."""
-        for p in self.folder.population_dir.glob(f"{cycle}_*_model.keras"):
-            p.unlink(missing_ok=True)
-        previous = ["source", "init"] + [str(c) for c in range(1, cycle)]
-        for name in previous:
-            self.folder.model_path(name).unlink(missing_ok=True)
-
-    def _crossover(self, cycle, ancestor: Genes, best, curves, decision: str):
+    def _crossover(self, ancestor: Genes, best, last_val: dict[int, float], decision: str):
         """Child of the two fittest: the ancestor's genes with both mutations, the fitter parent's
         weights (or the average of both).  Kept only if its validation loss is no worse than the
-        fitter parent's."""
-        from . import models as mdl
-
+        fitter parent's.  Returns (decision, chosen snapshot, weights, (a, b) when the child is kept)."""
+        backend = self.backend
         (_, ia, snap_a), (_, ib, snap_b) = best[0], best[1]
         ga = snap_a.genes
         child_genes = combine(ancestor, ga, snap_b.genes)
         if child_genes == ga:
-            return f"{decision}; crossover with member {ib} adds nothing new", snap_a, None
+            return f"{decision}; crossover with member {ib} adds nothing new", snap_a, None, None
         weights = None
         if self.config.crossover_weights == "average":
-            weights = mdl.average_weights(snap_a.weights, snap_b.weights)
-        child_snap = mdl.Snapshot(child_genes, snap_a.weights, snap_a.optimizer, snap_a.optimizer_vars)
-        child = self.pool.get(child_genes)
-        mdl.restore(child, child_snap, child_genes, weights=weights)
-        if self.data.has_validation:
-            child_val = self.trainer.validation_loss(child)
-            parent_val = curves[ia][1][-1]
-        else:
-            child_val = self.trainer.evaluate(child, self.data.x, self.data.y)["loss"]
-            parent_model = self.pool.get(ga)
-            mdl.restore(parent_model, snap_a, ga)
-            parent_val = self.trainer.evaluate(parent_model, self.data.x, self.data.y)["loss"]
-            mdl.restore(child, child_snap, child_genes, weights=weights)
+            weights = average_weights(snap_a.weights, snap_b.weights)
+        child = Snapshot(child_genes, snap_a.weights, snap_a.optimizer, snap_a.optimizer_vars)
+        child_val = backend.holdout_loss(child, child_genes, weights)
+        parent_val = last_val[ia] if backend.data.has_validation else backend.holdout_loss(snap_a, ga)
         if math.isfinite(child_val) and child_val <= parent_val:
-            self._save(child, self.folder.population_dir / f"{cycle}_child_model.keras",
-                       f"cycle {cycle}: crossover of members {ia} and {ib}")
             untested = weights is None and child_genes.activations == ga.activations
             caveat = ("; the genes it adds (optimizer, learning rate, batch size) act only in training, "
                       "so the check cannot tell them apart" if untested else "")
             return (f"crossover: members {ia} × {ib} → {'; '.join(ancestor.diff(child_genes))} "
-                    f"(val loss {child_val:.4g} ≤ {parent_val:.4g}{caveat})"), child_snap, weights
+                    f"(val loss {child_val:.4g} ≤ {parent_val:.4g}{caveat})"), child, weights, (ia, ib)
         return (f"{decision}; crossover child of {ia} × {ib} rejected "
-                f"(loss {child_val:.4g} > {parent_val:.4g})"), snap_a, None
+                f"(loss {child_val:.4g} > {parent_val:.4g})"), snap_a, None, None
 
-    # -- whole run --------------------------------------------------------------------------
-    def test_metrics(self, model) -> dict[str, float]:
-        if not self.data.has_test:
-            return {}
-        return self.trainer.evaluate(model, self.data.x_test, self.data.y_test)
-
-    def finish(self, initial_test: dict[str, float]) -> RunResult:
-        cfg = self.config
+    def _finish(self, initial_test: dict[str, float]) -> RunResult:
+        cfg, folder = self.config, self.folder
         self._train_main("final", cfg.cycles + 1, cfg.runup_epochs)
-        final = self.folder.model_path("final")
-        self._save(self.model, final, "final model")
-        test = {}
-        if initial_test:
-            test = {"initial": initial_test, "final": self.test_metrics(self.model)}
+        final = self._save_main("final")
+        test = {"initial": initial_test, "final": self.backend.test_metrics()} if initial_test else {}
         wall = self.elapsed()
+        self.write_views()
         # Finished first, then delete: a kill in between leaves a finished run, never a checkpoint
         # that points at a deleted archive.
-        self.folder.write_state({**(self.folder.read_state() or {}), "finished": True,
-                                 "model": str(final.relative_to(self.folder.root))})
-        self.folder.update_run(status="finished", finished_at=_now(), wall_seconds=wall, test_metrics=test,
-                               genes_final=self.genes.to_dict() if self.genes else None)
+        folder.write_state({**(folder.read_state() or {}), "finished": True,
+                            "model": str(final.relative_to(folder.root))})
+        folder.update_run(status="finished", finished_at=_now(), wall_seconds=wall, test_metrics=test,
+                          genes_final=self.genes.to_dict() if self.genes else None)
         if cfg.drop_intermediate:
-            self.folder.drop_intermediate()
-        self.emit(ev.RunFinished(status="finished", final_model=str(final.relative_to(self.folder.root)),
+            folder.drop_intermediate()
+        self.emit(ev.RunFinished(status="finished", final_model=str(final.relative_to(folder.root)),
                                  wall_seconds=wall, test_metrics=test))
-        return RunResult(self.folder.root, "finished", final, self.genes, self.history, self.population, test, wall)
+        return self._result("finished", final, test, wall)
 
-    def guarded(self, body) -> RunResult:
-        """Run ``body`` and leave the folder consistent whatever happens."""
-        try:
-            return self._guarded(body)
-        finally:
-            self.evaluator.close()
+    def _result(self, status: str, final: Path | None, test: dict[str, Any], wall: float) -> RunResult:
+        return RunResult(self.folder.root, status, final, self.genes, self.state.history_rows(),
+                         self.state.population(), test, wall)
 
     def _guarded(self, body) -> RunResult:
         try:
             return body()
         except (Cancelled, KeyboardInterrupt):
             wall = self.elapsed()
-            self.folder.write_history(self.history) if self.history else None
+            self.write_views()
             self.folder.update_run(status="cancelled", stopped_at=_now(), wall_seconds=wall)
             self.emit(ev.RunFinished(status="cancelled", final_model=None, wall_seconds=wall, test_metrics={}))
-            return RunResult(self.folder.root, "cancelled", None, self.genes, self.history, self.population, {}, wall)
+            return self._result("cancelled", None, {}, wall)
         except OSError as exc:
-            # A write that failed outside an archive save (journal, history, checkpoint): the same
+            # A write that failed outside an archive save (journal, views, checkpoint): the same
             # advice, as a typed error the CLI and the app turn into one clear message.
             error = RunFolderError(
                 f"cannot write to the run folder {self.folder.root}: {exc.strerror or exc}. Free some disk "
                 f"space (or fix the folder's permissions), then 'miha resume {self.folder.root}'")
-            try:
-                self.folder.update_run(status="failed", error=str(error), error_type="RunFolderError",
-                                       stopped_at=_now(), wall_seconds=self.elapsed())
-                self.emit(ev.RunFailed(message=str(error), error_type="RunFolderError"))
-            except Exception:  # noqa: BLE001 - the disk is what failed
-                pass
+            self._record_failure(str(error), "RunFolderError")
             raise error from exc
         except BaseException as exc:
             message = str(exc) if isinstance(exc, MihaError) else f"{type(exc).__name__}: {exc}"
-            try:
-                self.folder.update_run(status="failed", error=message, error_type=type(exc).__name__,
-                                       stopped_at=_now(), wall_seconds=self.elapsed())
-                self.emit(ev.RunFailed(message=message, error_type=type(exc).__name__))
-            except Exception:  # noqa: BLE001 - the disk may be what failed
-                pass
+            self._record_failure(message, type(exc).__name__)
             raise
 
-
-def archive_count(config: RunConfig) -> int:
-    """Archives a run writes: source, init, one per member, one per cycle, final."""
-    return 3 + config.cycles * (config.population_size + 1)
-
-
-def disk_space_warning(root: Path, model, config: RunConfig) -> str | None:
-    """A sentence with the numbers when the run's archives may not fit on the disk."""
-    import shutil
-
-    # weights plus up to two optimizer slots per weight, float32, plus the archive's config
-    per_archive = int(model.count_params()) * 4 * 3 + 64_000
-    peak = per_archive * (archive_count(config) if not config.drop_intermediate else config.population_size + 3)
-    free = shutil.disk_usage(root).free
-    if peak > free:
-        return (f"the run will write {archive_count(config)} archives of about {per_archive / 1e6:.1f} MB "
-                f"({peak / 1e6:.0f} MB in all) but only {free / 1e6:.0f} MB are free on {root}; free some "
-                "space, choose another run folder, or use fewer cycles or a smaller population")
-    return None
+    def _record_failure(self, message: str, error_type: str) -> None:
+        try:
+            self.write_views()
+            self.folder.update_run(status="failed", error=message, error_type=error_type, stopped_at=_now(),
+                                   wall_seconds=self.elapsed())
+            self.emit(ev.RunFailed(message=message, error_type=error_type))
+        except Exception:  # noqa: BLE001 - the disk may be what failed
+            pass
 
 
 def run(
@@ -472,6 +438,7 @@ def run(
     cancel: CancelToken | None = None,
     unsafe_model: bool = False,
     target: str | None = None,
+    backend: Backend | None = None,
 ) -> RunResult:
     """Run MIHA on ``model`` (a Keras model or a path) with ``data``.
 
@@ -484,6 +451,8 @@ def run(
         cancel: a token another thread may set to stop the run at the next batch.
         unsafe_model: allow Lambda layers and other unsafe deserialisation (trusted files only).
         target: the CSV column to predict.
+        backend: the training set-up to use instead of Keras (tests pass
+            :class:`miha_engine.testing.FakeBackend`; ``model`` and ``data`` are then ignored).
 
     Returns:
         A :class:`RunResult`; its status is "finished" or "cancelled".
@@ -492,61 +461,42 @@ def run(
         InputError: bad model, data, configuration or run folder (before anything trains).
         DivergedError: the main line's loss became NaN/inf.
     """
-    from . import models as mdl
-
     config = config or RunConfig()
-    dataset = _as_dataset(data, target)  # before the model: no TensorFlow start-up to learn of a bad file
-    source_path = None
-    if isinstance(model, (str, Path)):
-        source_path = str(Path(model).resolve())
-        model = mdl.load_model(model, unsafe=unsafe_model)
-    if config.evaluator == "ray":  # Ray missing or a cluster that does not answer: say so before anything trains
-        from .ray_evaluator import preflight
+    cancel = cancel or CancelToken()
+    source_path = data_source = None
+    if backend is None:
+        from . import models as mdl
+        from .backend import KerasBackend
 
-        preflight(config)
+        dataset = _as_dataset(data, target)  # before the model: no TensorFlow start-up to learn of a bad file
+        if isinstance(model, (str, Path)):
+            source_path = str(Path(model).resolve())
+            model = mdl.load_model(model, unsafe=unsafe_model)
+        if isinstance(data, (str, Path)):
+            data_source = str(Path(data).resolve())
+        if config.evaluator == "ray":  # Ray missing or a cluster that does not answer: say so before anything trains
+            from .ray_evaluator import preflight
+
+            preflight(config)
+        backend = KerasBackend.prepare(model, dataset, config, cancel)
     folder = RunFolder(run_dir or default_run_dir())
-    r = _Run(folder, config, listeners, cancel)
-    r.unsafe_model = unsafe_model
-    r.prepare(model, dataset)
     folder.create()
-    r.genes = mdl.initial_genes(model, r.spec, config, r.choices)
-    folder.write_run({
+    genes = backend.initial_genes()
+    data_info = backend.data
+    info = {
         "format": 1, "status": "running", "config": config.to_dict(), "seed": config.seed,
-        "versions": _versions(), "device": r.device, "started_at": _now(),
-        "model_source": source_path, "data_source": str(Path(data).resolve()) if isinstance(data, (str, Path)) else None,
-        "target": target, "unsafe_model": unsafe_model,
+        "versions": _versions(backend), "device": backend.device, "started_at": _now(),
+        "model_source": source_path, "data_source": data_source, "target": target, "unsafe_model": unsafe_model,
         "total_epochs": config.total_epochs, "lineage_epochs": config.lineage_epochs,
-        "data": {"train": r.data.n_train, "validation": 0 if r.data.x_val is None else len(r.data.x_val),
-                 "test": 0 if r.data.x_test is None else len(r.data.x_test)},
-        "genes_initial": r.genes.to_dict(),
-        "search_context": r.search_context(),
-    })
-    folder.write_history([])
-    folder.write_population({})
-
-    def body() -> RunResult:
-        r.emit(ev.RunStarted(run_dir=str(folder.root), config=config.to_dict(), total_epochs=config.total_epochs,
-                             lineage_epochs=config.lineage_epochs, genes=r.genes.to_dict()))
-        warning = disk_space_warning(folder.root, model, config)
-        if warning:
-            r.note(warning)
-        for n in r.layer_notes:
-            r.note(n)
-        r.start_pool(model, r.genes)
-        r._save(r.model, folder.model_dir / "model_source.keras", "the model as given, before training")
-        initial_test = r.test_metrics(r.model)
-        folder.update_run(test_initial=initial_test)
-        r._train_main("runup", 0, config.runup_epochs)
-        r._save(r.model, folder.model_path("init"), "main model after the run-up")
-        r.main_archive = folder.model_path("init")
-        r._checkpoint(0)
-        if config.cycles:
-            r.open_evaluator()
-        for cycle in range(1, config.cycles + 1):
-            r.run_cycle(cycle)
-        return r.finish(initial_test)
-
-    return r.guarded(body)
+        "data": {"train": data_info.n_train, "validation": 0 if data_info.x_val is None else len(data_info.x_val),
+                 "test": 0 if data_info.x_test is None else len(data_info.x_test)},
+        "genes_initial": genes.to_dict(),
+        "search_context": backend.search_context(),
+    }
+    folder.write_run(info)
+    loop = _Loop(folder, config, backend, listeners, cancel, RunState(), info)
+    loop.write_views()
+    return loop.run(Checkpoint(None, 0, genes))
 
 
 def resume(
@@ -555,93 +505,73 @@ def resume(
     listeners: Iterable[ev.Listener] = (),
     cancel: CancelToken | None = None,
     execution: dict[str, Any] | None = None,
+    backend: Backend | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last completed cycle.
 
     The lineage is cut back to that cycle's last epoch, so after the resume it has no duplicated or
     missing epochs.  The dataset is read again from the path in run.json unless ``data`` is given.
-    ``execution`` may change where and how members train (``evaluator``, ``ray_address``, the
-    ``ray_*`` resources, ``steps_per_execution``, ``jit_compile``): none of them changes the run's
-    genes or its lineage.
+    ``execution`` may change the fields :meth:`RunConfig.resumable_fields` names (where and how
+    members train): none of them changes the run's genes or its lineage.  ``backend``: as in
+    :func:`run` (a fake one for tests; it must start from the checkpoint's state itself).
     """
-    from . import models as mdl
-
     folder = RunFolder(run_dir)
     info = folder.open_existing()
     if info.get("status") == "finished":
         raise RunFolderError(f"the run in {folder.root} has already finished; nothing to resume")
     config = RunConfig.from_dict(info["config"])
     if execution:
-        allowed = {"evaluator", "ray_address", "ray_cpus_per_member", "ray_gpus_per_member", "ray_max_retries",
-                   "steps_per_execution", "jit_compile"}
+        allowed = set(RunConfig.resumable_fields())
         unknown = set(execution) - allowed
         if unknown:
             raise InputError(f"resume can change only how members train ({', '.join(sorted(allowed))}), "
                              f"not {', '.join(sorted(unknown))}")
         config = config.replace(**execution)
+    folder.remove_stale_temporaries()
+    folder.repair_journal()
+    ckpt = folder.read_state()
+    if ckpt is not None and ckpt.get("finished"):
+        folder.update_run(status="finished")
+        raise RunFolderError(f"the run in {folder.root} has already finished; nothing to resume")
+    cancel = cancel or CancelToken()
+    if backend is None:
+        backend = _keras_backend_for_resume(folder, info, ckpt, config, data, cancel)
+    if ckpt is None:  # killed during the run-up: start over from the model as given
+        start = Checkpoint(None, 0, backend.initial_genes())
+    else:
+        start = Checkpoint(int(ckpt["completed_cycle"]), int(ckpt["step"]), Genes.from_dict(ckpt["genes"]),
+                           float(ckpt.get("elapsed_seconds", 0.0)))
+    state = RunState()
+    for event in read_events(folder.events_path):
+        state.apply(event)
+    folder.update_run(status="running", resumed_at=_now(), config=config.to_dict())
+    return _Loop(folder, config, backend, listeners, cancel, state, info).run(start, resumed=True)
+
+
+def _keras_backend_for_resume(folder: RunFolder, info: dict[str, Any], ckpt: dict[str, Any] | None,
+                              config: RunConfig, data, cancel: CancelToken) -> Backend:
+    """The Keras set-up a resume continues with: the checkpoint's archive (the model as given, when
+    the run-up never finished), the run's dataset, and the search context the run started with."""
+    from . import models as mdl
+    from .backend import KerasBackend
+
     if config.evaluator == "ray":
         from .ray_evaluator import preflight
 
         preflight(config)
     if data is None:
-        src = info.get("data_source")
-        if not src:
+        data = info.get("data_source")
+        if not data:
             raise InputError("this run was given arrays in memory; pass the same data to resume()")
-        data = src
     dataset = _as_dataset(data, info.get("target"))
-    folder.remove_stale_temporaries()
-    folder.repair_journal()
-    state = folder.read_state()
-    if state is not None and state.get("finished"):
-        folder.update_run(status="finished")
-        raise RunFolderError(f"the run in {folder.root} has already finished; nothing to resume")
-    r = _Run(folder, config, listeners, cancel)
-    r.unsafe_model = bool(info.get("unsafe_model"))
-    if state is None:
-        # Killed during the run-up: start over from the model as given.
-        source = folder.model_dir / "model_source.keras"
+    unsafe = bool(info.get("unsafe_model"))
+    if ckpt is None:
+        source = folder.model_path("source")
         if not source.exists():
-            src = info.get("model_source")
-            if not src:
+            if not info.get("model_source"):
                 raise RunFolderError(f"{folder.root} has no model_source.keras to restart from")
-            source = Path(src)
-        model = mdl.load_model(source, unsafe=bool(info.get("unsafe_model")))
-        completed, step, genes = None, 0, None
+            source = Path(info["model_source"])
+        model = mdl.load_model(source, unsafe=unsafe)
     else:
-        completed, step = int(state["completed_cycle"]), int(state["step"])
-        model = mdl.load_model(folder.root / state["model"], unsafe=bool(info.get("unsafe_model")))
-        genes = Genes.from_dict(state["genes"])
-        r.elapsed_before = float(state.get("elapsed_seconds", 0.0))
-    r.prepare(model, dataset)
-    r.restore_search_context(info.get("search_context"))
-    r.genes = genes or mdl.initial_genes(model, r.spec, config, r.choices)
-    r.history = [row for row in folder.read_history() if row["step"] <= step]
-    r.step = step
-    r.population = {k: v for k, v in folder.read_population().items()
-                    if completed is not None and int(k) <= completed}
-    folder.write_history(r.history)
-    folder.write_population(r.population)
-    folder.update_run(status="running", resumed_at=_now(), config=config.to_dict())
-
-    def body() -> RunResult:
-        r.emit(ev.RunResumed(cycle=-1 if completed is None else completed, step=step))
-        if completed is None:
-            r.emit(ev.RunStarted(run_dir=str(folder.root), config=config.to_dict(), total_epochs=config.total_epochs,
-                                 lineage_epochs=config.lineage_epochs, genes=r.genes.to_dict()))
-            r.start_pool(model, r.genes)
-            r._train_main("runup", 0, config.runup_epochs)
-            r._save(r.model, folder.model_path("init"), "main model after the run-up")
-            r.main_archive = folder.model_path("init")
-            r._checkpoint(0)
-            start = 1
-        else:
-            r.start_pool(model, r.genes)  # carries the loaded optimizer's state exactly
-            r.main_archive = folder.root / state["model"]
-            start = completed + 1
-        if start <= config.cycles:
-            r.open_evaluator()
-        for cycle in range(start, config.cycles + 1):
-            r.run_cycle(cycle)
-        return r.finish(info.get("test_initial") or {})
-
-    return r.guarded(body)
+        model = mdl.load_model(folder.root / ckpt["model"], unsafe=unsafe)
+    return KerasBackend.prepare(model, dataset, config, cancel, info.get("search_context"))

@@ -27,6 +27,11 @@ class Branch:
     val_losses: list[float] = field(default_factory=list)
     fitness: float | None = None
     trained: bool = False
+    #: the member's whole curves as its MemberTrained event gave them (NaN-padded if it diverged)
+    result_losses: list[float] = field(default_factory=list)
+    result_val_losses: list[float] = field(default_factory=list)
+    worker: dict[str, Any] | None = None
+    failed: str | None = None
 
 
 @dataclass
@@ -44,6 +49,9 @@ class RunState:
     main_val_losses: list[float] = field(default_factory=list)
     main_phases: list[str] = field(default_factory=list)
     main_genes: list[dict[str, Any]] = field(default_factory=list)
+    main_cycles: list[int] = field(default_factory=list)
+    main_epochs: list[int] = field(default_factory=list)
+    main_raw_val: list[float | None] = field(default_factory=list)
     cycle_borders: list[int] = field(default_factory=list)
     branches: dict[tuple[int, int], Branch] = field(default_factory=dict)
     winners: dict[int, int] = field(default_factory=dict)
@@ -76,12 +84,14 @@ class RunState:
     def _on_run_resumed(self, e: ev.RunResumed) -> None:
         keep = e.step
         n = sum(1 for s in self.main_steps if s <= keep)
-        for name in ("main_steps", "main_losses", "main_val_losses", "main_phases", "main_genes"):
+        for name in _MAIN_COLUMNS:
             setattr(self, name, getattr(self, name)[:n])
         self.branches = {k: b for k, b in self.branches.items() if k[0] <= e.cycle}
         self.winners = {c: w for c, w in self.winners.items() if c <= e.cycle}
         self.decisions = {c: d for c, d in self.decisions.items() if c <= e.cycle}
         self.cycle_borders = [s for s in self.cycle_borders if s <= keep]
+        if e.genes is not None:
+            self.genes = e.genes
         self.epochs_done = self._compute_epochs()
         self.status = "running" if e.cycle >= 0 else "resuming"
         self.notes.append(f"resumed after {'the run-up' if e.cycle == 0 else f'cycle {e.cycle}' if e.cycle > 0 else 'an interrupted run-up'}")
@@ -113,20 +123,26 @@ class RunState:
             b.val_losses.append(_nan(e.val_loss))
         else:
             self.current_cycle = e.cycle
-            self._append_main(e.step, e.loss, e.val_loss, e.phase)
+            self._append_main(e.step, e.loss, e.val_loss, e.phase, e.cycle, e.epoch)
 
-    def _append_main(self, step, loss, val, phase) -> None:
+    def _append_main(self, step, loss, val, phase, cycle, epoch) -> None:
         self.main_steps.append(step)
         self.main_losses.append(loss)
         self.main_val_losses.append(_nan(val))
+        self.main_raw_val.append(val)
         self.main_phases.append(phase)
         self.main_genes.append(dict(self.genes))
+        self.main_cycles.append(cycle)
+        self.main_epochs.append(epoch)
 
     def _on_member_trained(self, e: ev.MemberTrained) -> None:
         b = self.branches.get((e.cycle, e.member))
         if b is not None:
             b.fitness = e.fitness if e.fitness is not None and math.isfinite(e.fitness) else None
             b.trained = True
+            b.genes, b.change = e.genes, e.change
+            b.result_losses, b.result_val_losses = list(e.losses), list(e.val_losses)
+            b.worker, b.failed = e.worker, e.failed
 
     def _on_cycle_done(self, e: ev.CycleDone) -> None:
         self.winners[e.cycle] = e.winner
@@ -136,8 +152,10 @@ class RunState:
         if b is not None:
             saved = dict(self.genes)
             self.genes = b.genes
-            for s, loss, val in zip(b.steps, b.losses, b.val_losses):
-                self._append_main(s, loss, val, "member")
+            vals = b.result_val_losses
+            for i, loss in enumerate(b.result_losses):  # the winner's n epochs join the lineage
+                self._append_main(b.branch_step + i + 1, loss, vals[i] if i < len(vals) else None, "member",
+                                  e.cycle, i + 1)
             self.genes = saved
 
     def _on_archive_saved(self, e: ev.ArchiveSaved) -> None:
@@ -172,10 +190,40 @@ class RunState:
     def members(self, cycle: int) -> list[Branch]:
         return [b for (c, _), b in sorted(self.branches.items()) if c == cycle]
 
+    # -- the run folder's derived records ----------------------------------------------------
+    def history_rows(self) -> list[dict[str, Any]]:
+        """The lineage as ``history.csv`` rows: one per epoch of the final model's line."""
+        return [{"step": s, "phase": p, "cycle": c, "epoch": ep, "loss": loss, "val_loss": val, "genes": g}
+                for s, p, c, ep, loss, val, g in zip(self.main_steps, self.main_phases, self.main_cycles,
+                                                     self.main_epochs, self.main_losses, self.main_raw_val,
+                                                     self.main_genes)]
+
+    def population(self) -> dict[str, Any]:
+        """Every trained member of every cycle, as ``population.json`` holds them."""
+        out: dict[str, Any] = {}
+        for (cycle, member), b in sorted(self.branches.items()):
+            if not b.trained:
+                continue
+            entry: dict[str, Any] = {"genes": b.genes, "change": b.change, "losses": b.result_losses,
+                                     "val_losses": b.result_val_losses, "fitness": b.fitness,
+                                     "chosen": self.winners.get(cycle) == member}
+            if b.worker:
+                entry["worker"] = b.worker
+            if b.failed:
+                entry["failed"] = b.failed
+            out.setdefault(str(cycle), {})[str(member)] = entry
+        for cycle, decision in sorted(self.decisions.items()):
+            out.setdefault(str(cycle), {})["_cycle"] = {"decision": decision, "winner": self.winners[cycle]}
+        return out
+
     def fitness_points(self) -> list[tuple[int, int, float, bool]]:
         """(cycle, member, fitness, is_winner) for every trained member with a finite fitness."""
         return [(b.cycle, b.member, b.fitness, self.winners.get(b.cycle) == b.member)
                 for b in self.branches.values() if b.trained and b.fitness is not None]
+
+
+_MAIN_COLUMNS = ("main_steps", "main_losses", "main_val_losses", "main_raw_val", "main_phases", "main_genes",
+                 "main_cycles", "main_epochs")
 
 
 def _nan(v: float | None) -> float:

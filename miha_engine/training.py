@@ -75,7 +75,7 @@ class Trainer:
         self.notes: list[str] = []
 
     # -- execution settings ------------------------------------------------------------------
-    def steps_per_execution(self, batch_size: int) -> int:
+    def steps_per_execution(self, batch_size: int | None = None) -> int:
         """Batches per compiled call.  Keras runs a shorter last call when an epoch's batches are
         not a multiple, so one value serves every batch size (and one compiled model)."""
         spe = self.config.steps_per_execution
@@ -99,19 +99,25 @@ class Trainer:
             return all(getattr(layer, "supports_jit", True) for layer in model._flatten_layers())
         return True
 
-    def _train_dataset(self, batch_size: int):
+    def _train_dataset(self, batch_size: int, shuffle: int | None = None):
         tf = self._tf
-        self._shuffle_counter += 1
+        if shuffle is None:
+            self._shuffle_counter += 1
+            shuffle = self._shuffle_counter
         return (
-            self._base.shuffle(self.data.n_train, seed=self.seed * 100003 + self._shuffle_counter,
+            self._base.shuffle(self.data.n_train, seed=self.seed * 100003 + shuffle,
                                reshuffle_each_iteration=True)
             .batch(batch_size)
             .prefetch(tf.data.AUTOTUNE)
         )
 
     # -- training ----------------------------------------------------------------------------
-    def fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback, spec=None) -> FitResult:
+    def fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback, spec=None,
+            shuffle: int | None = None) -> FitResult:
         """Train ``epochs`` epochs; call ``on_epoch(epoch, loss, val_loss, seconds)`` after each.
+
+        ``shuffle`` fixes the shuffle stream of this fit (a member's, from its seeds); None takes
+        the next of the trainer's own stream (the main line's).
 
         A loss that turns NaN/inf stops this fit at once (the remaining epochs count as NaN and
         ``diverged`` is set).  A cancel raises :class:`Cancelled` within one compiled call.
@@ -120,7 +126,7 @@ class Trainer:
             return FitResult([], [], False)
         self.cancel.raise_if_cancelled()
         try:
-            return self._fit(model, batch_size, epochs, on_epoch)
+            return self._fit(model, batch_size, epochs, on_epoch, shuffle)
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - XLA failures come in many types
@@ -131,9 +137,9 @@ class Trainer:
             self.xla_failed = True
             self.notes.append(f"XLA could not compile this model ({type(exc).__name__}); training without XLA")
             recompile(model, spec, self.steps_per_execution(batch_size), False)
-            return self._fit(model, batch_size, epochs, on_epoch)
+            return self._fit(model, batch_size, epochs, on_epoch, shuffle)
 
-    def _fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback) -> FitResult:
+    def _fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback, shuffle: int | None) -> FitResult:
         import keras
 
         cancel = self.cancel
@@ -167,7 +173,7 @@ class Trainer:
 
         self_has_val = self._val is not None
         model.fit(
-            self._train_dataset(batch_size),
+            self._train_dataset(batch_size, shuffle),
             epochs=epochs,
             validation_data=self._val,
             callbacks=[_Recorder()],

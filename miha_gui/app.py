@@ -85,10 +85,20 @@ def load_demo(window, start: bool = False) -> None:
     model, data = demo_paths()
     window.panel.apply_config(RunConfig(runup_epochs=2, candidate_epochs=2, fixing_epochs=1, cycles=5,
                                         population_size=4, batch_size=32, seed=0))
-    if window.panel.load_model(model) and window.panel.load_data(data):
-        window.statusBar().showMessage("Demo loaded: 2,000 MNIST digits and a 784-64-10 network. Press Run.")
-        if start:
-            window.start_run()
+    pending = [True]
+
+    def model_checked(ok: bool) -> None:
+        if not pending:  # a model the user opens later is not the demo's
+            return
+        pending.clear()
+        if ok and window.panel.load_data(data):
+            window.statusBar().showMessage("Demo loaded: 2,000 MNIST digits and a 784-64-10 network. Press Run.")
+            if start:
+                window.start_run()
+
+    window.panel.modelChecked.connect(model_checked)
+    window.statusBar().showMessage("Loading the demo model…")
+    window.panel.load_model(model)
 
 
 def cli() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from miha_engine.config import (
+    DEFAULT_BATCH_SIZE,
     GENE_KINDS,
     HIDDEN_ACTIVATIONS,
     OPTIMIZER_DEFAULT_LR,
@@ -37,14 +39,21 @@ from miha_engine.config import (
 from miha_engine.data import Dataset, load_dataset, validate
 from miha_engine.errors import InputError
 
-PARAMS = (
-    # key, label, tip, low, high, default
-    ("runup_epochs", "m  run-up epochs", "epochs before the first cycle, and again after the last", 0, 50, 3),
-    ("candidate_epochs", "n  member epochs", "epochs each population member trains", 1, 20, 1),
-    ("fixing_epochs", "k  fixing epochs", "epochs the chosen member trains after each cycle", 0, 20, 1),
-    ("cycles", "c  cycles", "number of population cycles", 0, 50, 4),
-    ("population_size", "pop_size", "members per population", 1, 20, 4),
-)
+from .inspector import ModelInspector
+
+
+def _meta(cls, name: str) -> dict:
+    return dict(cls.options()[name].metadata) if cls is RunConfig else dict(
+        next(f for f in dataclasses.fields(cls) if f.name == name).metadata)
+
+
+def _bounds(cls, name: str) -> tuple:
+    return _meta(cls, name)["bounds"]
+
+
+#: The schedule's sliders, all read from RunConfig: (key, label, tip, low, high, default).
+PARAMS = tuple((name, _meta(RunConfig, name)["label"], _meta(RunConfig, name)["help"],
+                *_bounds(RunConfig, name), RunConfig.options()[name].default) for name in RunConfig.schedule_fields())
 
 #: how long the app waits for ``ray_evaluator --probe`` before saying the cluster does not answer
 PROBE_TIMEOUT_MS = 30_000
@@ -100,6 +109,8 @@ class SetupPanel(QWidget):
 
     changed = Signal()
     error = Signal(str)
+    #: a model file was inspected: True when it loaded (and is now the panel's model)
+    modelChecked = Signal(bool)
 
     def __init__(self):
         super().__init__()
@@ -109,6 +120,9 @@ class SetupPanel(QWidget):
         self.dataset: Dataset | None = None
         self.seconds_per_sample: float | None = None  # learnt from runs
         self.last_dir: str | None = None  # restored from and saved to QSettings by the window
+        self._pending_summary = ""
+        self.inspector = ModelInspector(self)
+        self.inspector.finished.connect(self._model_inspected)
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
@@ -153,12 +167,13 @@ class SetupPanel(QWidget):
             lab.setToolTip(tip)
             form.addRow(lab, w)
         self.batch = QSpinBox()
-        self.batch.setRange(1, 65536)
-        self.batch.setValue(32)
-        self.batch.setToolTip("initial batch size")
+        self.batch.setRange(*_bounds(RunConfig, "batch_size"))
+        self.batch.setValue(DEFAULT_BATCH_SIZE)
+        self.batch.setToolTip(_meta(RunConfig, "batch_size")["help"])
         self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.seed.setToolTip("the same seed gives the same mutations")
+        self.seed.setRange(*_bounds(RunConfig, "seed"))
+        self.seed.setValue(RunConfig.options()["seed"].default)
+        self.seed.setToolTip(_meta(RunConfig, "seed")["help"])
         row = QHBoxLayout()
         row.addWidget(QLabel("batch"))
         row.addWidget(self.batch)
@@ -206,9 +221,10 @@ class SetupPanel(QWidget):
             ag.addWidget(box, i // 4, i % 4)
         sl.addWidget(self.act_group)
         ranges = QFormLayout()
+        space = SearchSpace()
         self.bs_lo, self.bs_hi = QSpinBox(), QSpinBox()
-        for w, v in ((self.bs_lo, 16), (self.bs_hi, 256)):
-            w.setRange(1, 65536)
+        for w, v in zip((self.bs_lo, self.bs_hi), space.batch_size_range):
+            w.setRange(*_bounds(SearchSpace, "batch_size_range"))
             w.setValue(v)
         r1 = QHBoxLayout()
         r1.addWidget(self.bs_lo)
@@ -217,9 +233,9 @@ class SetupPanel(QWidget):
         r1.addStretch(1)
         ranges.addRow("Batch-size range", r1)
         self.lr_lo, self.lr_hi = QDoubleSpinBox(), QDoubleSpinBox()
-        for w, v in ((self.lr_lo, 1e-5), (self.lr_hi, 1.0)):
+        for w, v in zip((self.lr_lo, self.lr_hi), space.learning_rate_range):
             w.setDecimals(6)
-            w.setRange(1e-6, 10.0)
+            w.setRange(*_bounds(SearchSpace, "learning_rate_range"))
             w.setSingleStep(1e-4)
             w.setValue(v)
         r2 = QHBoxLayout()
@@ -249,7 +265,7 @@ class SetupPanel(QWidget):
         el = QHBoxLayout(execution)
         el.addWidget(QLabel("Batches per compiled call"))
         self.spe = QSpinBox()
-        self.spe.setRange(0, 1024)
+        self.spe.setRange(*_bounds(RunConfig, "steps_per_execution"))
         self.spe.setSpecialValueText("auto")
         self.spe.setToolTip("steps_per_execution: several batches per call cut per-batch overhead; "
                             "Stop is checked between calls. 'auto' = 16")
@@ -302,21 +318,23 @@ class SetupPanel(QWidget):
         return Path(self.last_dir) if self.last_dir else Path.cwd()
 
     @Slot(str)
-    def load_model(self, path: str | Path) -> bool:
-        """Load and summarise a model; on failure show why and keep the previous one."""
-        from PySide6.QtGui import QGuiApplication
+    def load_model(self, path: str | Path) -> None:
+        """Inspect a model file in another process (the window never waits on TensorFlow); when it
+        answers, show its summary, or say why it cannot be used and keep the previous model.
+        ``modelChecked`` tells the outcome."""
+        self._pending_summary = self.model_summary.text()
+        self.model_summary.setText(f"Loading {Path(path).name}…")
+        self.model_btn.setEnabled(False)
+        self.inspector.inspect(path, unsafe=self.unsafe.isChecked())
 
-        from miha_engine.models import load_model, summarize
-
-        QGuiApplication.setOverrideCursor(Qt.WaitCursor)
-        try:
-            model = load_model(path, unsafe=self.unsafe.isChecked())
-            info = summarize(model)
-        except InputError as exc:
-            self.error.emit(str(exc))
-            return False
-        finally:
-            QGuiApplication.restoreOverrideCursor()
+    @Slot(str, object, str)
+    def _model_inspected(self, path: str, info, error: str) -> None:
+        self.model_btn.setEnabled(True)
+        if info is None:
+            self.model_summary.setText(self._pending_summary)
+            self.error.emit(error)
+            self.modelChecked.emit(False)
+            return
         self.model_path, self.model_info = Path(path), info
         self.model_edit.setText(str(path))
         rows = "".join(
@@ -331,7 +349,7 @@ class SetupPanel(QWidget):
         self._check_match()
         self._update_totals()
         self.changed.emit()
-        return True
+        self.modelChecked.emit(True)
 
     @Slot(str)
     def load_data(self, path: str | Path) -> bool:
@@ -385,9 +403,8 @@ class SetupPanel(QWidget):
 
     def _update_totals(self) -> None:
         v = {k: w.value() for k, w in self.params.items()}
-        m, n, k, c, p = (v["runup_epochs"], v["candidate_epochs"], v["fixing_epochs"], v["cycles"], v["population_size"])
-        total = 2 * m + c * (p * n + k)
-        lineage = 2 * m + c * (n + k)
+        total, lineage = RunConfig.epoch_counts(v["runup_epochs"], v["candidate_epochs"], v["fixing_epochs"],
+                                                v["cycles"], v["population_size"])
         text = f"Total: 2m + c·(pop·n + k) = {total} epochs; the final model's lineage: {lineage}"
         est = self.estimate_seconds(total)
         if est is not None:
@@ -426,7 +443,7 @@ class SetupPanel(QWidget):
         self.ray_address.setToolTip("The address of a running Ray cluster ('ray start --head' prints it; "
                                     "see docs/cluster.md). Empty starts Ray on this machine for the run")
         self.ray_gpus = QDoubleSpinBox()
-        self.ray_gpus.setRange(0.0, 8.0)
+        self.ray_gpus.setRange(*_bounds(RunConfig, "ray_gpus_per_member"))
         self.ray_gpus.setSingleStep(0.25)
         self.ray_gpus.setDecimals(2)
         self.ray_gpus.setToolTip("The fraction of a GPU each member gets when the cluster has GPUs "
@@ -438,7 +455,8 @@ class SetupPanel(QWidget):
         self.ray_status.setWordWrap(True)
         self.ray_status.setObjectName("hint")
         self.ray_resources: dict = {}
-        self._ray_kept = {"ray_cpus_per_member": 1.0, "ray_max_retries": 2}  # no widget; kept from a loaded config
+        # no widget: the configuration's defaults, or what a loaded configuration said
+        self._ray_kept = {k: RunConfig.options()[k].default for k in ("ray_cpus_per_member", "ray_max_retries")}
         grid.addWidget(self.evaluator, 0, 0, 1, 3)
         grid.addWidget(QLabel("Address"), 1, 0)
         grid.addWidget(self.ray_address, 1, 1)
@@ -538,7 +556,7 @@ class SetupPanel(QWidget):
     def apply_config(self, cfg: RunConfig) -> None:
         for k, w in self.params.items():
             w.setValue(int(getattr(cfg, k)))
-        self.batch.setValue(cfg.batch_size or 32)
+        self.batch.setValue(cfg.batch_size or DEFAULT_BATCH_SIZE)
         self.seed.setValue(cfg.seed)
         for k, b in self.kind_boxes.items():
             b.setChecked(k in cfg.search.kinds)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from PySide6.QtCore import QDir, QModelIndex, Qt, Signal, Slot
@@ -20,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from miha_engine.runlog import describe_file, parse_archive_name
 from miha_engine.state import RunState
 
 COLUMNS = ("member", "change", "losses", "fitness", "chosen")
@@ -100,30 +100,18 @@ class PopulationTable(QWidget):
         self.decision.setText(st.decisions.get(cycle, "training…" if members else ""))
 
 
-_MEMBER = re.compile(r"^(\d+)_(\d+)_model\.keras$")
-_MAIN = re.compile(r"^model_(\w+)\.keras$")
-
-
 def describe_archive(name: str, st: RunState | None) -> str:
-    """A sentence saying what an archive of the run folder is."""
+    """A sentence saying what a file of the run folder is: what the run journalled about it, else
+    what its name says (the run folder's own reader of names)."""
     if st is not None and name in st.archives:
         return f"{name}: {st.archives[name]}"
-    m = _MEMBER.match(name)
-    if m:
-        c, i = int(m.group(1)), int(m.group(2))
-        change = st.branches[(c, i)].change if st is not None and (c, i) in st.branches else ""
-        return f"{name}: cycle {c}, member {i}" + (f", {change}" if change else "")
-    m = _MAIN.match(name)
-    if m:
-        which = m.group(1)
-        text = {"init": "main model after the run-up", "final": "final model",
-                "source": "the model as given, before training"}.get(which, f"main model after cycle {which}")
-        return f"{name}: {text}"
-    return {"run.json": "run.json: configuration, status, timings, test metrics",
-            "events.jsonl": "events.jsonl: the journal of every event (replayable)",
-            "history.csv": "history.csv: the final model's lineage, one row per epoch",
-            "population.json": "population.json: every member of every cycle",
-            "state.json": "state.json: the checkpoint 'miha resume' continues from"}.get(name, name)
+    archive = parse_archive_name(name)
+    if archive is not None and archive.kind == "member" and st is not None:
+        b = st.branches.get((archive.cycle, archive.member))
+        if b is not None and b.change:
+            return f"{name}: {archive.text()}, {b.change}"
+    text = describe_file(name)
+    return f"{name}: {text}" if text else name
 
 
 class _RunFiles(QFileSystemModel):

@@ -30,6 +30,7 @@ from miha_engine.process import Job
 from miha_engine.state import RunState, replay
 
 from . import resources
+from .inspector import ModelInspector
 from .plots import FitnessPlot, GenesPlot, LossPlot
 from .setup_panel import SetupPanel, format_duration
 from .tables import PopulationTable, RunBrowser, describe_archive
@@ -88,6 +89,8 @@ class MainWindow(QMainWindow):
 
         self.browser = RunBrowser()
         self.browser.modelActivated.connect(self.show_model_summary)
+        self.archive_inspector = ModelInspector(self)
+        self.archive_inspector.finished.connect(self._archive_inspected)
         self.browser.exportRequested.connect(self.export_archive)
         self.browser_label = QLabel("No run folder yet.")
         self.browser_label.setWordWrap(True)
@@ -234,8 +237,7 @@ class MainWindow(QMainWindow):
             cfg = None
         execution = None
         if cfg is not None:
-            execution = {k: getattr(cfg, k) for k in ("evaluator", "ray_address", "ray_gpus_per_member",
-                                                      "ray_cpus_per_member", "ray_max_retries")}
+            execution = {k: getattr(cfg, k) for k in RunConfig.resumable_fields()}
         job = Job("resume", {"run_dir": str(run_dir), "execution": execution})
 
         self.state = replay(run_dir)
@@ -388,10 +390,10 @@ class MainWindow(QMainWindow):
     def export_best(self, which: str = "best") -> None:
         if self.run_dir is None:
             return
-        from miha_engine.cli import best_archive
+        from miha_engine.runlog import RunFolder
 
         try:
-            src = best_archive(self.run_dir, which)
+            src = RunFolder(self.run_dir).best_archive(which)
         except InputError as exc:
             self.show_error(str(exc))
             return
@@ -437,13 +439,16 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def show_model_summary(self, path: str) -> None:
-        from miha_engine.models import load_model, summarize
+        """Summarise an archive of the run folder (inspected in another process)."""
+        self.statusBar().showMessage(f"Reading {Path(path).name}…")
+        self.archive_inspector.inspect(path)
 
-        try:
-            info = summarize(load_model(path))
-        except InputError as exc:
-            self.show_error(str(exc))
+    @Slot(str, object, str)
+    def _archive_inspected(self, path: str, info, error: str) -> None:
+        if info is None:
+            self.show_error(error)
             return
+        self.statusBar().clearMessage()
         box = QMessageBox(QMessageBox.Information, "Model summary", describe_archive(Path(path).name, self.state), QMessageBox.Ok, self)
         box.setDetailedText(info.text())
         box.setInformativeText(f"{info.params:,} parameters; loss {info.loss}; optimizer {info.optimizer}")
@@ -524,5 +529,7 @@ class MainWindow(QMainWindow):
                 self.on_thread_finished()
         if self.save_on_close:
             self.save_settings()
+        self.panel.inspector.cancel()
+        self.archive_inspector.cancel()
         self.timer.stop()
         event.accept()

@@ -71,3 +71,11 @@ def pytest_unconfigure(config):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT["status"])
+
+
+def load_model_into(qtbot, panel, path) -> bool:
+    """Open a model in the app's set-up panel the way a user does, and wait for the inspection (in
+    another process) to answer; True when the panel took the model."""
+    with qtbot.waitSignal(panel.modelChecked, timeout=120_000) as blocker:
+        panel.load_model(str(path))
+    return bool(blocker.args[0])

@@ -81,28 +81,38 @@ def test_sigkill_then_resume_gives_an_exact_lineage(tmp_path, files, point):
 
 
 def test_sigkill_during_saves_never_leaves_a_broken_archive(tmp_path, small_digits):
+    """Kill a process that saves one archive over and over, until kills have landed in the middle of
+    a save (its temporary exists afterwards): the archive under the real name is then always the
+    previous whole one, which loads."""
     model_path = tmp_path / "m.keras"
     dense_classifier(hidden=256).save(model_path)
     target = tmp_path / "out" / "model_1.keras"
+    partial = target.with_name(".model_1.partial.keras")
     script = textwrap.dedent(f"""
         import os
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         from pathlib import Path
         from miha_engine.models import load_model, save_model
         m = load_model({str(model_path)!r})
+        save_model(m, Path({str(target)!r}))
         print("ready", flush=True)
         while True:
             save_model(m, Path({str(target)!r}))
     """)
-    for delay in (0.05, 0.13, 0.29):
+    from miha_engine.models import load_model
+
+    mid_save = 0
+    for delay in (0.05, 0.13, 0.29, 0.07, 0.19, 0.37, 0.11, 0.23):
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=ENV)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        if target.exists():
-            from miha_engine.models import load_model
-
-            load_model(target)  # a whole archive, never a torn one
-    RunFolder(tmp_path / "out").remove_stale_temporaries()
+        if partial.exists():  # the kill landed while an archive was being written
+            mid_save += 1
+        load_model(target)  # a whole archive, never a torn one
+        RunFolder(tmp_path / "out").remove_stale_temporaries()
+        if mid_save >= 2:
+            break
+    assert mid_save >= 2, "no kill landed during a save; the test proved nothing"
     assert not list((tmp_path / "out").glob(".*"))

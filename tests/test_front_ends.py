@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import load_model_into
 from PySide6.QtCore import QSettings
 
 import miha_engine as me
@@ -88,7 +89,7 @@ def _one_line(proc, expected):
 
 
 @pytest.mark.parametrize("case", list(DATASETS))
-def test_bad_dataset_in_api_cli_and_app(case, files, tmp_path, window):
+def test_bad_dataset_in_api_cli_and_app(case, files, tmp_path, window, qtbot):
     model, _ = files
     name, write, expected = DATASETS[case]
     path = tmp_path / name
@@ -100,7 +101,7 @@ def test_bad_dataset_in_api_cli_and_app(case, files, tmp_path, window):
     line = _one_line(_cli(model, path, tmp_path), expected)
     assert str(api.value) in line
     # app: the same text, in a message or in the mismatch line before Run
-    assert window.panel.load_model(str(model))
+    assert load_model_into(qtbot, window.panel, model)
     loaded = window.panel.load_data(str(path))
     shown = window.panel.mismatch_text() if loaded else window.last_error
     assert str(api.value) in shown
@@ -109,7 +110,7 @@ def test_bad_dataset_in_api_cli_and_app(case, files, tmp_path, window):
 
 
 @pytest.mark.parametrize("case", list(MODELS))
-def test_bad_model_in_api_cli_and_app(case, files, tmp_path, window):
+def test_bad_model_in_api_cli_and_app(case, files, tmp_path, window, qtbot):
     _, data = files
     name, content, expected = MODELS[case]
     path = tmp_path / name
@@ -118,6 +119,6 @@ def test_bad_model_in_api_cli_and_app(case, files, tmp_path, window):
         me.load_model(path)
     line = [ln for ln in _cli(path, data, tmp_path).stderr.splitlines() if ln.startswith("miha: error:")]
     assert len(line) == 1 and str(api.value) in line[0]
-    assert not window.panel.load_model(str(path))
+    assert not load_model_into(qtbot, window.panel, path)
     assert str(api.value) in window.last_error
     assert load_dataset(data).n_train > 0  # nothing else was harmed

@@ -17,7 +17,7 @@ def _trained(model, x, y):
 def _member(parent, parent_genes, genes, spec, spe=4, jit=False):
     """A population member the way the runner makes one: a pooled compiled model, restored from the
     parent's snapshot."""
-    pool = mdl.ModelPool(parent, parent_genes, spec, spe, jit)
+    pool = mdl.ModelPool(parent, spec, spe, jit)
     child = pool.get(genes)
     mdl.restore(child, mdl.snapshot(parent, parent_genes), genes)
     return child
@@ -119,7 +119,7 @@ def test_pool_reuses_compiled_models_and_restores_state_exactly(small_digits):
     x, y, _, _ = small_digits
     model = _trained(dense_classifier(), x, y)
     spec, choices, genes, _ = _setup(model, y)
-    pool = mdl.ModelPool(model, genes, spec, 4, "auto", max_size=2)
+    pool = mdl.ModelPool(model, spec, 4, "auto", max_size=2)
     parent = mdl.snapshot(model, genes)
     a = pool.get(genes.replace(learning_rate=2e-3))
     assert mdl.restore(a, parent, genes.replace(learning_rate=2e-3))
@@ -149,7 +149,7 @@ def test_switching_optimizer_starts_from_a_truly_fresh_state(small_digits):
     x, y, _, _ = small_digits
     model = _trained(dense_classifier(), x, y)
     spec, _, genes, _ = _setup(model, y)
-    pool = mdl.ModelPool(model, genes, spec, 4, False)
+    pool = mdl.ModelPool(model, spec, 4, False)
     for name, value in (("nadam", 1.0), ("adagrad", 0.1)):
         g = genes.replace(optimizer=name, learning_rate=1e-3)
         member = pool.get(g)

@@ -219,7 +219,9 @@ def test_app_trains_the_population_on_a_ray_cluster(cluster, qtbot, tmp_path, fi
     w.show()
     w.panel.apply_config(me.RunConfig(runup_epochs=1, candidate_epochs=1, fixing_epochs=1, cycles=1, population_size=2))
     model, data = files
-    assert w.panel.load_model(str(model)) and w.panel.load_data(str(data))
+    from conftest import load_model_into
+
+    assert load_model_into(qtbot, w.panel, model) and w.panel.load_data(str(data))
     panel = w.panel
     assert not panel.ray_address.isEnabled()
     panel.evaluator.setCurrentIndex(panel.evaluator.findData("ray"))

@@ -197,10 +197,10 @@ def test_disk_space_is_checked_before_a_run(tmp_path, monkeypatch):
     model = dense_classifier()
     cfg = TINY.replace(cycles=10, population_size=5)
     assert archive_count(cfg) == 3 + 10 * 6
-    assert disk_space_warning(tmp_path, model, cfg) is None
+    assert disk_space_warning(tmp_path, model.count_params(), cfg) is None
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
-    text = disk_space_warning(tmp_path, model, cfg)
+    text = disk_space_warning(tmp_path, model.count_params(), cfg)
     assert "63 archives" in text and "free" in text and "fewer cycles" in text
 
 

@@ -1,0 +1,182 @@
+"""The MIHA loop on a fake training set-up (numpy, closed-form losses): selection, ties, crossover,
+divergence, the derived records and resume truncation, in milliseconds and without TensorFlow.
+
+The loop is the same code that drives Keras; only the :class:`~miha_engine.backend.Backend` differs
+(``miha_engine.testing.FakeBackend``).  Tests that need real training live in test_run.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+import miha_engine as me
+from miha_engine import config as config_module
+from miha_engine import events as ev
+from miha_engine.evaluators import LocalEvaluator
+from miha_engine.runner import resume, run
+from miha_engine.state import replay
+from miha_engine.testing import FakeBackend
+
+CFG = me.RunConfig(runup_epochs=2, candidate_epochs=3, fixing_epochs=1, cycles=4, population_size=4, seed=7)
+NAN = math.nan
+
+
+def _run(tmp_path, cfg=CFG, name="run", script=None, listeners=(), cancel=None, **kw):
+    backend = FakeBackend(cfg, script=script, cancel=cancel, **kw)
+    events: list[ev.Event] = []
+    res = run(None, None, cfg, run_dir=tmp_path / name, listeners=[events.append, *listeners], cancel=cancel,
+              backend=backend)
+    return res, events, backend
+
+
+def _decisions(res):
+    return {int(c): v["_cycle"] for c, v in res.population.items()}
+
+
+def test_the_loop_runs_without_tensorflow(tmp_path):
+    res, events, _ = _run(tmp_path)
+    assert res.status == "finished"
+    assert len(res.history) == CFG.lineage_epochs
+    assert sum(isinstance(e, ev.EpochEnded) for e in events) == CFG.total_epochs
+    # in a fresh interpreter (this one may have loaded TensorFlow for other tests): no TensorFlow
+    code = ("import sys, miha_engine as me; from miha_engine.testing import FakeBackend; "
+            "cfg = me.RunConfig(cycles=2); "
+            f"res = me.run(None, None, cfg, run_dir={str(tmp_path / 'fresh')!r}, backend=FakeBackend(cfg)); "
+            "print(res.status, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["finished", "False", "False"], out.stderr
+
+
+def test_the_best_curve_wins_and_its_epochs_join_the_lineage(tmp_path):
+    script = {(1, 0): [0.9, 0.8, 0.7], (1, 1): [0.9, 0.5, 0.3], (1, 2): [0.9, 0.8, 0.75], (1, 3): [0.9, 0.85, 0.8]}
+    res, _, _ = _run(tmp_path, script=script)
+    assert _decisions(res)[1]["winner"] == 1
+    assert res.population["1"]["1"]["chosen"] and not res.population["1"]["0"]["chosen"]
+    member_rows = [r for r in res.history if r["phase"] == "member" and r["cycle"] == 1]
+    assert [r["val_loss"] for r in member_rows] == [0.9, 0.5, 0.3]
+    assert [r["genes"] for r in member_rows] == [res.population["1"]["1"]["genes"]] * 3
+    # the next phase continues from the winner's state: the first fixing epoch improves on 0.3
+    fixing = [r for r in res.history if r["phase"] == "fixing" and r["cycle"] == 1][0]
+    assert fixing["val_loss"] < 0.3 and fixing["step"] == member_rows[-1]["step"] + 1
+
+
+def test_equal_fitness_goes_to_the_lower_index_in_any_finishing_order(tmp_path, monkeypatch):
+    curve = [0.9, 0.6, 0.4]
+    script = {(1, i): curve for i in range(4)}
+    res, _, _ = _run(tmp_path, script=script)
+    assert _decisions(res)[1]["winner"] == 0
+    # an evaluator that finishes members last-first: the same winner, the same folder
+    monkeypatch.setitem(config_module.EVALUATOR_CLASSES, "reversed", f"{__name__}:ReversedEvaluator")
+    res2, _, _ = _run(tmp_path, CFG.replace(evaluator="reversed"), name="reversed", script=script)
+    assert _decisions(res2)[1]["winner"] == 0
+    assert [r["val_loss"] for r in res2.history] == [r["val_loss"] for r in res.history]
+    assert list(res2.population["1"]) == ["0", "1", "2", "3", "_cycle"]  # sorted, whatever the order
+
+
+class ReversedEvaluator(LocalEvaluator):
+    """A third evaluator, registered from outside the engine: members finish last-first."""
+
+    name = "reversed"
+
+    def members(self, parent, jobs, listener):
+        yield from super().members(parent, list(reversed(jobs)), listener)
+
+
+def test_a_control_member_that_ties_keeps_the_parents_genes(tmp_path):
+    cfg = CFG.replace(control_member=True, cycles=1)
+    script = {(1, i): [0.9, 0.6, 0.4] for i in range(4)}
+    res, _, _ = _run(tmp_path, cfg, script=script)
+    assert _decisions(res)[1]["winner"] == 0
+    assert res.population["1"]["0"]["change"] == "control: unchanged"
+    assert res.genes.to_dict() == res.population["1"]["0"]["genes"]
+
+
+def test_diverged_members_are_never_chosen_and_all_diverged_keeps_the_parent(tmp_path):
+    script = {(1, 0): [0.9, NAN, NAN], (1, 1): [0.5, 0.4, 0.35], (1, 2): [NAN, NAN, NAN], (1, 3): [0.9, 0.9, 0.9]}
+    script.update({(2, i): [NAN] * 3 for i in range(4)})
+    res, events, _ = _run(tmp_path, script=script)
+    assert _decisions(res)[1]["winner"] == 1
+    assert res.population["1"]["0"]["fitness"] is None and res.population["1"]["2"]["fitness"] is None
+    assert _decisions(res)[2] == {"decision": "every member diverged: the model from before the population is kept",
+                                  "winner": -1}
+    # the kept cycle adds no member epochs: the lineage is n epochs shorter than planned
+    assert len(res.history) == CFG.lineage_epochs - CFG.candidate_epochs
+    assert [r["step"] for r in res.history] == list(range(1, len(res.history) + 1))
+    notes = [e.message for e in events if isinstance(e, ev.Note)]
+    assert any("member 0" in n and "NaN" in n for n in notes)
+    assert not (tmp_path / "run" / "population" / "1_0_model.keras").exists()  # a diverged member leaves no archive
+
+
+def test_crossover_keeps_a_child_that_is_no_worse_and_rejects_one_that_is(tmp_path):
+    cfg = CFG.replace(crossover=True, cycles=2, search=me.SearchSpace(kinds=("activation", "learning_rate")))
+    res, _, _ = _run(tmp_path, cfg)
+    decisions = [d["decision"] for d in _decisions(res).values()]
+    assert all(d.startswith(("crossover:", "selection:")) for d in decisions)
+    kept = [c for c, d in _decisions(res).items() if d["decision"].startswith("crossover:")]
+    for c in kept:  # an accepted child is saved beside the members
+        assert (tmp_path / "run" / "population" / f"{c}_child_model.keras").exists()
+    # the fake's holdout loss ignores genes, so a child with the fitter parent's weights ties it: kept
+    assert kept, decisions
+    # averaged weights of a much worse second member make a worse child: rejected
+    script = {(1, 0): [0.9, 0.2, 0.1], (1, 1): [2.0, 1.9, 1.8], (1, 2): [3.0, 2.9, 2.8], (1, 3): [4.0, 3.9, 3.8]}
+    res2, _, _ = _run(tmp_path, cfg.replace(crossover_weights="average", cycles=1), name="avg", script=script)
+    d = _decisions(res2)[1]["decision"]
+    assert d.startswith("selection: member 0") and ("rejected" in d or "adds nothing new" in d)
+
+
+def test_history_and_population_are_views_of_the_journal(tmp_path):
+    seen_population = []
+
+    def on_event(e):
+        if isinstance(e, ev.MemberTrained) and e.cycle == 2:
+            seen_population.append(json.loads((tmp_path / "run" / "population.json").read_text()))
+
+    res, _, _ = _run(tmp_path, listeners=[on_event])
+    root = tmp_path / "run"
+    # written at checkpoints, not after every member: during cycle 2 the file holds cycle 1 only
+    assert seen_population and all(set(p) == {"1"} for p in seen_population)
+    st = replay(root)
+    assert me.RunFolder(root).read_history() == st.history_rows() == res.history
+    assert json.loads((root / "population.json").read_text()) == st.population() == res.population
+
+
+@pytest.mark.parametrize("stop_at", [("runup", 0, None), ("member", 2, 1), ("fixing", 3, None)])
+def test_resume_after_a_stop_gives_the_uninterrupted_lineage(tmp_path, stop_at):
+    reference, _, _ = _run(tmp_path, name="reference")
+    phase, cycle, member = stop_at
+    token = me.CancelToken()
+
+    def stop(e):
+        if isinstance(e, ev.EpochEnded) and (e.phase, e.cycle, e.member) == (phase, cycle, member):
+            token.cancel()
+
+    stopped, _, _ = _run(tmp_path, name="run", listeners=[stop], cancel=token)
+    root = tmp_path / "run"
+    assert stopped.status == "cancelled"
+    done = {int(c) for c in json.loads((root / "population.json").read_text())}
+    assert set(range(1, cycle)) <= done <= set(range(1, cycle + 1))  # the views hold what the journal holds
+    res = resume(root, backend=FakeBackend.for_resume(root))
+    assert res.status == "finished"
+    for got, want in zip(res.history, reference.history, strict=True):
+        assert got == want
+    assert res.population == reference.population
+    st = replay(root)
+    assert st.history_rows() == reference.history and st.status == "finished"
+
+
+def test_resume_may_change_only_how_members_train(tmp_path):
+    token = me.CancelToken()
+    _run(tmp_path, listeners=[lambda e: isinstance(e, ev.CycleDone) and token.cancel()], cancel=token)
+    root = tmp_path / "run"
+    with pytest.raises(me.InputError, match="only how members train"):
+        resume(root, execution={"cycles": 9}, backend=FakeBackend.for_resume(root))
+    assert json.loads((root / "run.json").read_text())["status"] == "cancelled"  # untouched
+    res = resume(root, execution={"steps_per_execution": 4, "jit_compile": False},
+                 backend=FakeBackend.for_resume(root))
+    info = json.loads((root / "run.json").read_text())
+    assert res.status == "finished" and info["config"]["steps_per_execution"] == 4
+    assert info["config"]["jit_compile"] is False
