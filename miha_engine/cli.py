@@ -60,7 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="final: model_final; best: the main-line archive with the lowest validation loss")
 
     i = sub.add_parser("inspect", help="describe a model file or a run folder")
-    i.add_argument("path")
+    i.add_argument("path", nargs="?", help="a .keras/.h5 model file or a run folder")
+    i.add_argument("--serve", action="store_true",
+                   help="answer requests from standard input, one JSON line each ({\"path\", \"unsafe\"}), with one "
+                        "JSON line each: how the app inspects models without TensorFlow in its own process")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--unsafe-model", action="store_true",
                    help="allow Lambda layers and other unsafe code in the model file (trusted files only)")
@@ -236,7 +239,30 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serve_inspections() -> int:
+    """Read {"id", "path", "unsafe"} lines; answer {"id", "info"} or {"id", "error"} lines."""
+    from .models import load_model, summarize
+
+    for line in sys.stdin:
+        req: dict = {}
+        try:
+            req = json.loads(line)
+            info = summarize(load_model(req["path"], unsafe=bool(req.get("unsafe"))))
+            reply = {"id": req.get("id"), "info": dataclasses.asdict(info)}
+        except InputError as exc:
+            reply = {"id": req.get("id"), "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one bad request must not end the service
+            reply = {"id": req.get("id") if isinstance(req, dict) else None,
+                     "error": f"the model could not be inspected ({type(exc).__name__}: {exc})"}
+        print(json.dumps(reply, default=str), flush=True)
+    return EXIT_OK
+
+
 def _cmd_inspect(a: argparse.Namespace) -> int:
+    if a.serve:
+        return _serve_inspections()
+    if not a.path:
+        raise InputError("inspect needs a model file or a run folder")
     path = Path(a.path)
     if path.is_dir():
         from .runlog import RunFolder

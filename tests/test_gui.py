@@ -319,3 +319,20 @@ def test_qt_keeps_its_references():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     none_delta, true_delta = map(int, out.stdout.split())
     assert abs(none_delta) < 500 and abs(true_delta) < 500, (none_delta, true_delta)
+
+
+def test_model_inspection_survives_its_service_dying(qtbot, win, files):
+    """Models are inspected by one warm child process; if it dies, the pending request gets a clear
+    message and the next Open starts a new one."""
+    from miha_gui import inspector
+
+    model, _ = files
+    assert load_model_into(qtbot, win.panel, model)
+    service = inspector._service()
+    first = service.proc.processId()
+    with qtbot.waitSignal(win.panel.modelChecked, timeout=60_000) as blocker:
+        win.panel.load_model(str(model))
+        service.proc.kill()
+    assert blocker.args == [False] and "ended unexpectedly" in win.last_error
+    assert load_model_into(qtbot, win.panel, model)
+    assert service.proc.processId() != first
