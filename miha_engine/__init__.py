@@ -30,7 +30,7 @@ __all__ = [
     "GENE_KINDS", "HIDDEN_ACTIVATIONS", "OPTIMIZER_DEFAULT_LR", "RunConfig", "SearchSpace",
     "Dataset", "from_arrays", "load_dataset", "Cancelled", "ConfigError", "DatasetError",
     "DivergedError", "InputError", "MihaError", "ModelLoadError", "RunFolderError", "Genes",
-    "RunFolder", "CancelToken", "run", "resume", "RunResult", "load_model", "summarize", "export_model",
+    "RunFolder", "CancelToken", "run", "resume", "RunResult", "load_model", "summarize", "export_model", "replay",
 ]
 
 _LAZY = {
@@ -39,7 +39,8 @@ _LAZY = {
     "RunResult": ("runner", "RunResult"),
     "load_model": ("models", "load_model"),
     "summarize": ("models", "summarize"),
-    "export_model": ("models", "export_model"),
+    "export_model": ("export", "export_model"),
+    "replay": ("schedule", "replay"),
 }
 
 

@@ -60,6 +60,8 @@ class Backend(Protocol):
     choices: dict[str, tuple[str, ...]]
     layer_notes: list[str]
     device: str
+    #: what the framework printed while it started (kept out of the terminal, shown on request)
+    startup_log: str
 
     def initial_genes(self) -> Genes: ...
     def versions(self) -> dict[str, str]: ...
@@ -121,6 +123,7 @@ class KerasBackend:
         from .training import Trainer
 
         self.device = mdl.configure_tensorflow()
+        self.startup_log = mdl.startup_log()
         self.model = model
         self.config = config
         self.data = data

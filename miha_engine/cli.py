@@ -18,6 +18,7 @@ from pathlib import Path
 from . import events as ev
 from .config import GENE_KINDS, RunConfig, SearchSpace
 from .errors import InputError, MihaError
+from .export import FORMATS as EXPORT_FORMATS
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -30,8 +31,18 @@ class _ArgParser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _ArgParser(prog="miha", description="Tune a Keras model's hyperparameters while it trains.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true",
+                        help="let TensorFlow's own start-up messages through (hidden by default)")
+    p = _ArgParser(prog="miha", description="Tune a Keras model's hyperparameters while it trains.",
+                   parents=[common])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_ArgParser)
+    _add = sub.add_parser
+
+    def add_parser(name, **kw):
+        return _add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # every command takes --verbose
 
     r = sub.add_parser("run", help="optimise a model on a dataset")
     r.add_argument("--model", required=True, help=".keras or .h5 model file")
@@ -53,11 +64,35 @@ def _parser() -> argparse.ArgumentParser:
     add_config_options(s, resumable_only=True)
     s.add_argument("--quiet", "-q", action="store_true")
 
-    e = sub.add_parser("export", help="write a run's final or best model")
-    e.add_argument("run_dir")
-    e.add_argument("out", help="output file, .keras or .h5")
+    e = sub.add_parser("export", help="write a run's final or best model (or any archive) in a deployment format")
+    e.add_argument("src", metavar="RUN_DIR|ARCHIVE", help="a run folder, or one .keras archive")
+    e.add_argument("out", help="output: .keras, .h5, .tflite, .onnx, or a folder name for a SavedModel")
     e.add_argument("--which", choices=["final", "best"], default="final",
-                   help="final: model_final; best: the main-line archive with the lowest validation loss")
+                   help="of a run folder: final (model_final) or best (the main-line archive with the lowest "
+                        "validation loss)")
+    e.add_argument("--format", choices=list(EXPORT_FORMATS), help="the format (default: from OUT's suffix; "
+                   "savedmodel for a name without one)")
+    e.add_argument("--data", help="a dataset to check the export on (default: the run's test split, else "
+                   "random inputs)")
+    e.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    sc = sub.add_parser("schedule", help="write a run's lineage as a replayable schedule (TOML)")
+    sc.add_argument("run_dir")
+    sc.add_argument("out", help="the schedule file, e.g. schedule.toml")
+
+    rp = sub.add_parser("replay", help="train a fresh model through a schedule, with no population")
+    rp.add_argument("schedule", help="a schedule written by 'miha schedule'")
+    rp.add_argument("--model", required=True, help="the initial model (.keras or .h5), e.g. the run's "
+                    "model/model_source.keras")
+    rp.add_argument("--data", required=True, help=".npz, .h5/.hdf5 or .csv dataset")
+    rp.add_argument("--run-dir", help="folder for the replay (default runs/miha-<time>)")
+    rp.add_argument("--target", help="CSV column to predict (default: the last)")
+    rp.add_argument("--unsafe-model", action="store_true", help="allow Lambda layers (trusted files only)")
+    rp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    tb = sub.add_parser("tensorboard", help="write a run as TensorBoard event files")
+    tb.add_argument("run_dir")
+    tb.add_argument("out_dir", help="then: tensorboard --logdir OUT_DIR")
 
     i = sub.add_parser("inspect", help="describe a model file or a run folder")
     i.add_argument("path", nargs="?", help="a .keras/.h5 model file or a run folder")
@@ -230,12 +265,46 @@ def _cmd_resume(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from .models import export_model
+    from .export import export_model, sample_for
     from .runlog import RunFolder
 
-    src = RunFolder(a.run_dir).best_archive(a.which)
-    out = export_model(src, a.out)
-    print(f"miha: exported {src.name} to {out}", file=sys.stderr)
+    src = Path(a.src)
+    run_dir = src if src.is_dir() else None
+    if run_dir is not None:
+        src = RunFolder(run_dir).best_archive(a.which)
+    x, origin = sample_for(run_dir, a.data)
+    report = export_model(src, a.out, a.format, x=x, sample_origin=origin)
+    if a.json:
+        print(json.dumps(report.to_dict()))
+    print(f"miha: {report.text()}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_schedule(a: argparse.Namespace) -> int:
+    from .schedule import write_schedule
+
+    out = write_schedule(a.run_dir, a.out)
+    print(f"miha: wrote the lineage's schedule to {out}; replay it with 'miha replay {out} --model INIT --data DATA'",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_replay(a: argparse.Namespace) -> int:
+    from .schedule import replay
+    from .training import CancelToken
+
+    token = CancelToken()
+    _install_sigint(token)
+    result = replay(a.schedule, a.model, a.data, run_dir=a.run_dir, listeners=[_Progress(a.quiet)], cancel=token,
+                    unsafe_model=a.unsafe_model, target=a.target)
+    return _report(result)
+
+
+def _cmd_tensorboard(a: argparse.Namespace) -> int:
+    from .tensorboard import export_tensorboard
+
+    out = export_tensorboard(a.run_dir, a.out_dir)
+    print(f"miha: wrote TensorBoard event files to {out}; view them with 'tensorboard --logdir {out}'", file=sys.stderr)
     return EXIT_OK
 
 
@@ -295,7 +364,10 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "resume": _cmd_resume, "export": _cmd_export, "inspect": _cmd_inspect}
+    if args.verbose:
+        os.environ["MIHA_VERBOSE"] = "1"
+    handlers = {"run": _cmd_run, "resume": _cmd_resume, "export": _cmd_export, "inspect": _cmd_inspect,
+                "schedule": _cmd_schedule, "replay": _cmd_replay, "tensorboard": _cmd_tensorboard}
     try:
         return handlers[args.command](args)
     except InputError as exc:

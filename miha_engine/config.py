@@ -241,6 +241,9 @@ class RunConfig:
                                      "no validation split")
     drop_intermediate: bool = option(False, help="delete the intermediate archives at the end (keep "
                                      "model_final and the logs)")
+    tensorboard: bool = option(False, resumable=True,
+                               help="write TensorBoard event files live into RUN_DIR/tensorboard (pip install "
+                               "'miha[tensorboard]'); 'miha tensorboard' writes them after the fact")
     steps_per_execution: int | str = option("auto", resumable=True, bounds=(0, 1024),
                                             help="batches per compiled call: auto or a number (Stop is checked "
                                             "between calls)")
@@ -266,7 +269,7 @@ class RunConfig:
         if isinstance(self.search, dict):
             object.__setattr__(self, "search", SearchSpace.from_dict(self.search))
         _check(isinstance(self.search, SearchSpace), f"search must be a table of options, got {self.search!r}")
-        for name in ("crossover", "control_member", "drop_intermediate"):
+        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                f"seed must be a whole number >= 0, got {self.seed!r}")

@@ -38,3 +38,16 @@ class DivergedError(MihaError):
 
 class Cancelled(MihaError):
     """The run was stopped by its cancel token (Stop button, Ctrl-C)."""
+
+
+class ExportError(InputError):
+    """A model that cannot be written in the format asked for (a layer the converter lacks, a
+    converter that is not installed), or whose export does not compute what the model computes."""
+
+
+class ScheduleError(InputError):
+    """A schedule file that cannot be read, or that does not fit the model it is replayed on."""
+
+
+class FolderLockedError(RunFolderError):
+    """Another process is writing the run folder."""

@@ -95,6 +95,17 @@ class CycleDone(Event):
 
 
 @dataclass(frozen=True)
+class GenesChanged(Event):
+    """The main line's genes change outside a cycle's selection (a replayed schedule): epochs from
+    ``step`` + 1 on train with ``genes``."""
+
+    step: int
+    genes: dict[str, Any]
+    change: str
+    kind: str = field(init=False, default="genes_changed")
+
+
+@dataclass(frozen=True)
 class ArchiveSaved(Event):
     path: str
     description: str
@@ -128,7 +139,7 @@ class RunFailed(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__dataclass_fields__["kind"].default: cls  # type: ignore[misc]
     for cls in (RunStarted, RunResumed, MemberStarted, EpochEnded, MemberTrained, CycleDone,
-                ArchiveSaved, Note, RunFinished, RunFailed)
+                GenesChanged, ArchiveSaved, Note, RunFinished, RunFailed)
 }
 
 Listener = Callable[[Event], None]

@@ -6,6 +6,7 @@ they do so lazily, so the app's window can appear before TensorFlow loads.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import weakref
@@ -28,18 +29,24 @@ _TF_CONFIGURED: dict[str, Any] = {}
 
 
 def configure_tensorflow() -> str:
-    """Quiet TensorFlow's logs, turn on GPU memory growth, and say which device trains."""
+    """Quiet TensorFlow's logs, turn on GPU memory growth, and say which device trains.
+
+    TensorFlow's C++ start-up lines ("oneDNN custom operations…", "Could not find cuda drivers…")
+    go to a buffer, not the terminal: :func:`startup_log` gives them (``miha --verbose`` and
+    ``MIHA_VERBOSE=1`` let them through)."""
     if "device" in _TF_CONFIGURED:
         return _TF_CONFIGURED["device"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    with _captured_stderr() as log:
+        import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except (RuntimeError, ValueError):  # already initialised: keep going
-            pass
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except (RuntimeError, ValueError):  # already initialised: keep going
+                pass
+    _TF_CONFIGURED["log"] = log()
     if gpus:
         names = []
         for gpu in gpus:
@@ -52,6 +59,36 @@ def configure_tensorflow() -> str:
         device = f"CPU ({os.cpu_count()} cores)"
     _TF_CONFIGURED["device"] = device
     return device
+
+
+def startup_log() -> str:
+    """What TensorFlow printed while it started (empty before it started, or when not captured)."""
+    return _TF_CONFIGURED.get("log", "")
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Send file descriptor 2 (where TensorFlow's C++ logging writes) to a temporary file meanwhile;
+    yields a function that returns what was written.  A no-op when ``MIHA_VERBOSE`` is set."""
+    if os.environ.get("MIHA_VERBOSE") or not hasattr(os, "dup"):
+        yield lambda: ""
+        return
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as buf:
+        os.dup2(buf.fileno(), 2)
+        text = {"value": ""}
+        try:
+            yield lambda: text["value"]
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            text["value"] = buf.read().decode(errors="replace")
 
 
 def _keras():
@@ -493,16 +530,6 @@ def recompile(model, spec: CompileSpec, spe: int, jit: bool | str) -> None:
 def save_model(model, path: str | Path) -> Path:
     """Save as a ``.keras`` archive, atomically (see :func:`miha_engine.runlog.atomic_write`)."""
     return atomic_write(Path(path), model.save)
-
-
-def export_model(src: str | Path, out: str | Path) -> Path:
-    """Write an archive as ``.keras`` or legacy ``.h5`` (chosen by ``out``'s suffix), atomically:
-    a failed export leaves no partial file and never touches an existing one."""
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".keras", ".h5"):
-        raise ModelLoadError(f"export: {out.name} must end in .keras or .h5")
-    return atomic_write(out, load_model(src).save)
 
 
 # -- snapshots and the model pool ----------------------------------------------------------------

@@ -14,6 +14,7 @@ Layout (the contract with the app and the user)::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, RunFolderError
+from .errors import FolderLockedError, InputError, RunFolderError
 from .events import Event, event_from_dict
 
 HISTORY_FIELDS = ("step", "phase", "cycle", "epoch", "loss", "val_loss", "genes")
@@ -254,6 +255,45 @@ class RunFolder:
         return self.model_path(min(found, key=lambda t: t[0])[1])  # ties: the earlier archive
 
     # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".miha.lock"
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the folder's writer lock while a run or a resume writes it.
+
+        A second writer (the app resuming a folder a CLI run is still writing, say) is refused at
+        once with the holder's PID.  The lock is the operating system's (``filelock``), so a holder
+        that was killed leaves nothing that blocks the next resume.
+
+        Raises:
+            FolderLockedError: another live process holds the lock.
+        """
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.lock_path))
+        owner = self.lock_path.with_name(".miha.lock.owner")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            try:
+                holder = owner.read_text().strip() or "unknown"
+            except OSError:
+                holder = "unknown"
+            raise FolderLockedError(
+                f"{self.root} is being written by another MIHA process (PID {holder}); wait until it ends, or "
+                "stop it, then try again") from None
+        except OSError as exc:  # a read-only folder, a full disk
+            raise RunFolderError(f"cannot write to the run folder {self.root} ({exc.strerror or exc}); fix its "
+                                 "permissions or free some space, then try again") from exc
+        try:
+            owner.write_text(str(os.getpid()))
+            yield
+        finally:
+            owner.unlink(missing_ok=True)
+            lock.release()
+
     def is_run(self) -> bool:
         return self.run_json.is_file()
 

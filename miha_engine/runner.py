@@ -149,6 +149,10 @@ class _Loop:
         self.cancel = cancel
         self.state = state
         self.info = info
+        if config.tensorboard:  # live event files; the listener turns events into summaries
+            from .tensorboard import TensorBoardWriter
+
+            self.listeners.append(TensorBoardWriter(folder.root / "tensorboard"))
         self.evaluator = make_evaluator(config)
         self.genes: Genes | None = None
         self.step = 0
@@ -481,6 +485,12 @@ def run(
         backend = KerasBackend.prepare(model, dataset, config, cancel)
     folder = RunFolder(run_dir or default_run_dir())
     folder.create()
+    with folder.lock():
+        return _start_run(folder, backend, config, listeners, cancel, source_path, data_source, target, unsafe_model)
+
+
+def _start_run(folder: RunFolder, backend: Backend, config: RunConfig, listeners, cancel: CancelToken,
+               source_path: str | None, data_source: str | None, target: str | None, unsafe_model: bool) -> RunResult:
     genes = backend.initial_genes()
     data_info = backend.data
     info = {
@@ -492,6 +502,7 @@ def run(
                  "test": 0 if data_info.x_test is None else len(data_info.x_test)},
         "genes_initial": genes.to_dict(),
         "search_context": backend.search_context(),
+        "framework_log": backend.startup_log,
     }
     folder.write_run(info)
     loop = _Loop(folder, config, backend, listeners, cancel, RunState(), info)
@@ -516,6 +527,12 @@ def resume(
     :func:`run` (a fake one for tests; it must start from the checkpoint's state itself).
     """
     folder = RunFolder(run_dir)
+    folder.open_existing()
+    with folder.lock():  # before anything is read for writing, or written
+        return _resume_locked(folder, data, listeners, cancel, execution, backend)
+
+
+def _resume_locked(folder: RunFolder, data, listeners, cancel, execution, backend) -> RunResult:
     info = folder.open_existing()
     if info.get("status") == "finished":
         raise RunFolderError(f"the run in {folder.root} has already finished; nothing to resume")

@@ -114,8 +114,8 @@ class RunState:
         self.epochs_done += 1
         self.seconds_done += e.seconds
         self.current_phase = e.phase
-        if e.phase == "member":
-            b = self.branches.get((e.cycle, e.member or 0))
+        if e.member is not None:  # a population member's epoch (a replay's lineage has none)
+            b = self.branches.get((e.cycle, e.member))
             if b is None:
                 return
             b.steps.append(e.step)
@@ -157,6 +157,10 @@ class RunState:
                 self._append_main(b.branch_step + i + 1, loss, vals[i] if i < len(vals) else None, "member",
                                   e.cycle, i + 1)
             self.genes = saved
+
+    def _on_genes_changed(self, e: ev.GenesChanged) -> None:
+        self.genes = e.genes
+        self.notes.append(f"from epoch {e.step + 1}: {e.change}")
 
     def _on_archive_saved(self, e: ev.ArchiveSaved) -> None:
         self.archives[Path(e.path).name] = e.description

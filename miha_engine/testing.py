@@ -88,6 +88,7 @@ class FakeBackend:
     """
 
     device = "fake (numpy, no TensorFlow)"
+    startup_log = ""
     floor = 0.05
     val_factor = 1.05
 
