@@ -9,12 +9,22 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Where the committed results live: only full runs, written with ``--out examples/results``.
+COMMITTED = Path(__file__).resolve().parent / "results"
+#: Where a user's run writes its results unless told otherwise: never a file git tracks.
+DEFAULT_OUT = Path("miha-results")
 
 
-def write_results(name: str, data: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def add_out_option(ap) -> None:
+    ap.add_argument("--out", default=str(DEFAULT_OUT),
+                    help=f"folder for the results JSON (default ./{DEFAULT_OUT}; the project's committed full "
+                         "results are written with --out examples/results)")
+
+
+def write_results(name: str, data: dict, out: str | Path = DEFAULT_OUT) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
     return path
 

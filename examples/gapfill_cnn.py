@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import plain_fit, write_results
+from _common import add_out_option, plain_fit, write_results
 
 
 def make_patches(image: str = "brick", size: int = 32, stride: int = 16, seed: int = 0, limit: int | None = None):
@@ -96,6 +96,7 @@ def trivial_fill(x, mask):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    add_out_option(ap)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -140,7 +141,7 @@ def main() -> None:
         print(f"  baseline  gap MSE {r['baseline']['gap_mse']:.5f}  whole {r['baseline']['whole_mse']:.5f}  "
               f"wall {base_wall:.1f} s")
         print(f"  MIHA / baseline (gap MSE): {r['miha']['gap_mse'] / r['baseline']['gap_mse']:.2f}")
-    path = write_results("gapfill_cnn_quick" if args.quick else "gapfill_cnn", results)
+    path = write_results("gapfill_cnn_quick" if args.quick else "gapfill_cnn", results, args.out)
     print(f"results: {path}")
 
 

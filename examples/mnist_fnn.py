@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import plain_fit, write_results
+from _common import add_out_option, plain_fit, write_results
 
 
 def load(quick: bool):
@@ -52,6 +52,7 @@ def build(seed: int = 0):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    add_out_option(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-dir", help="keep the MIHA run folder here (default: a temporary folder)")
     args = ap.parse_args()
@@ -87,7 +88,7 @@ def main() -> None:
                  "lineage_epochs": cfg.lineage_epochs, "final_genes": res.genes.to_dict(), "run_dir": str(run_dir)},
         "baseline": {"test_accuracy": base_acc, "wall_s": base_wall, "epochs": cfg.lineage_epochs},
         "article": {"miha": 0.974, "optuna": 0.976},
-    })
+    }, args.out)
     print(f"results: {path}")
 
 

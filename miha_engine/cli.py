@@ -272,6 +272,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
     run_dir = src if src.is_dir() else None
     if run_dir is not None:
         src = RunFolder(run_dir).best_archive(a.which)
+    elif (src.parent.parent / "run.json").is_file():  # an archive of a run folder: check on the run's data
+        run_dir = src.parent.parent
     x, origin = sample_for(run_dir, a.data)
     report = export_model(src, a.out, a.format, x=x, sample_origin=origin)
     if a.json:

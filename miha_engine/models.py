@@ -144,7 +144,7 @@ def _explain_load_error(path: Path, exc: Exception) -> str:
     if "lambda" in low and ("safe" in low or "unsafe" in low):
         return (
             f"{path.name} contains a Lambda layer, whose code Keras refuses to run in safe mode. "
-            "If you trust the file, load it with --unsafe-model (app: 'Allow unsafe model'); "
+            "If you trust the file, load it with --unsafe-model; "
             "better, replace the Lambda by a built-in layer"
         )
     if "could not locate" in low or "unknown layer" in low or "custom_objects" in low or "registered" in low:

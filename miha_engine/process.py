@@ -30,8 +30,9 @@ class ProcessCancelToken(CancelToken):
 
 @dataclass(frozen=True)
 class Job:
-    """What to run: ``kind`` is "run" or "resume"; ``kwargs`` go to :func:`miha_engine.run` /
-    :func:`miha_engine.resume` (plain picklable values: paths, a RunConfig, flags)."""
+    """What to run: ``kind`` is "run", "resume" or "replay"; ``kwargs`` go to :func:`miha_engine.run`,
+    :func:`miha_engine.resume` or :func:`miha_engine.replay` (plain picklable values: paths, a
+    RunConfig, flags)."""
 
     kind: str
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -51,9 +52,9 @@ def _child(job: Job, out, cancel_event, parent: int | None = None) -> None:
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(cancel_event, parent), daemon=True).start()
     try:
-        from . import runner
+        from . import runner, schedule
 
-        fn = {"run": runner.run, "resume": runner.resume}[job.kind]
+        fn = {"run": runner.run, "resume": runner.resume, "replay": schedule.replay}[job.kind]
         result = fn(**job.kwargs, listeners=[out.put], cancel=ProcessCancelToken(cancel_event))
         out.put(("done", result))
     except InputError as exc:

@@ -21,6 +21,16 @@ from miha_engine.models import ModelInfo
 INSPECT_TIMEOUT_MS = 120_000
 
 
+def engine_message(stderr: str, fallback: str) -> str:
+    """The engine's own sentence from ``miha``'s stderr (TensorFlow's lines and prefixes dropped)."""
+    for line in reversed(stderr.strip().splitlines()):
+        if line.startswith("miha: error: "):
+            return line[len("miha: error: "):]
+        if line.startswith("miha: "):
+            return line[len("miha: "):]
+    return fallback
+
+
 class _Service(QObject):
     """The shared ``miha inspect --serve`` child: requests by id, answers as JSON lines."""
 

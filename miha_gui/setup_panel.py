@@ -281,8 +281,9 @@ class SetupPanel(QWidget):
         # -- output ------------------------------------------------------------------------
         out = QGroupBox("Run folder")
         ol = QGridLayout(out)
-        self.run_dir = QLineEdit(str(Path.cwd() / "runs"))
-        self.run_dir.setToolTip("each run gets its own sub-folder miha-<date>-<time> here")
+        self.run_dir = QLineEdit(str(default_run_base()))
+        self.run_dir.setToolTip("each run gets its own sub-folder miha-<date>-<time> here (by default in your "
+                                "user data folder, whatever folder the app was started from)")
         self.run_dir_btn = QPushButton("Browse…")
         self.run_dir_btn.clicked.connect(self._browse_run_dir)
         self.keep = QCheckBox("Keep the intermediate models")
@@ -331,7 +332,10 @@ class SetupPanel(QWidget):
     def _model_inspected(self, path: str, info, error: str) -> None:
         self.model_btn.setEnabled(True)
         if info is None:
-            self.model_summary.setText(self._pending_summary)
+            error = app_words(error)
+            keep = "" if self.model_info is None else f"<br>Still loaded: {self.model_path.name}."
+            self.model_summary.setText(f"<span style='color:#c92a2a'><b>Could not open {Path(path).name}:</b> "
+                                       f"{error}</span>{keep}")
             self.error.emit(error)
             self.modelChecked.emit(False)
             return
@@ -596,6 +600,21 @@ def ray_status_text(info: dict, address: str) -> str:
     nodes = info.get("nodes", 0)
     return (f"Ray {info.get('ray', '')} cluster at {address}: {nodes} node{'s' if nodes != 1 else ''}, "
             f"{cpus:g} CPUs, {gpu_text}; up to {at_once} members train at once.")
+
+
+def default_run_base() -> Path:
+    """Where the app puts runs unless told otherwise: the per-user data folder (QStandardPaths),
+    not whatever folder the app was started from."""
+    from PySide6.QtCore import QStandardPaths
+
+    base = QStandardPaths.writableLocation(QStandardPaths.AppDataLocation)
+    return Path(base) / "runs" if base else Path.home() / "MIHA" / "runs"
+
+
+def app_words(message: str) -> str:
+    """The engine's advice, in the app's own words (its controls, not the CLI's flags)."""
+    return message.replace("load it with --unsafe-model",
+                           "tick 'Allow unsafe model code (trusted files only)' under the model and open it again")
 
 
 def format_duration(seconds: float) -> str:

@@ -130,6 +130,8 @@ class RunBrowser(QTreeView):
 
     modelActivated = Signal(str)
     exportRequested = Signal(str)
+    scheduleRequested = Signal()
+    replayRequested = Signal()
 
     def __init__(self):
         super().__init__()
@@ -189,12 +191,14 @@ class RunBrowser(QTreeView):
         from PySide6.QtWidgets import QMenu
 
         index = self.indexAt(pos)
-        if not index.isValid():
-            return
-        path = self.fs.filePath(index)
         menu = QMenu(self)
-        if path.endswith((".keras", ".h5")):
-            menu.addAction("Show summary", lambda: self.modelActivated.emit(path))
-            menu.addAction("Export…", lambda: self.exportRequested.emit(path))
-        menu.addAction("Show in folder", lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent))))
+        if index.isValid():
+            path = self.fs.filePath(index)
+            if path.endswith((".keras", ".h5")):
+                menu.addAction("Show summary", lambda: self.modelActivated.emit(path))
+                menu.addAction("Export…", lambda: self.exportRequested.emit(path))
+            menu.addAction("Show in folder", lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent))))
+            menu.addSeparator()
+        menu.addAction("Write the lineage's schedule…", self.scheduleRequested.emit)
+        menu.addAction("Replay the schedule on new data…", self.replayRequested.emit)
         menu.exec(self.viewport().mapToGlobal(pos))

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QSettings, Qt, QThread, QTimer, Slot
+from PySide6.QtCore import (
+    QCoreApplication,
+    QProcess,
+    QProcessEnvironment,
+    QSettings,
+    Qt,
+    QThread,
+    QTimer,
+    Signal,
+    Slot,
+)
 from PySide6.QtGui import QAction, QFont, QIcon, QKeySequence
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QLabel,
     QMainWindow,
@@ -26,11 +38,12 @@ from PySide6.QtWidgets import (
 from miha_engine import events as ev
 from miha_engine.config import RunConfig
 from miha_engine.errors import InputError
+from miha_engine.export import FORMATS as EXPORT_FORMATS
 from miha_engine.process import Job
 from miha_engine.state import RunState, replay
 
 from . import resources
-from .inspector import ModelInspector
+from .inspector import ModelInspector, engine_message
 from .plots import FitnessPlot, GenesPlot, LossPlot
 from .setup_panel import SetupPanel, format_duration
 from .tables import PopulationTable, RunBrowser, describe_archive
@@ -42,7 +55,20 @@ def ask(parent, title: str, text: str) -> bool:
     return QMessageBox.question(parent, title, text, QMessageBox.Yes | QMessageBox.No, QMessageBox.No) == QMessageBox.Yes
 
 
+#: The export dialog's file types and the format each one asks for.
+EXPORT_FILTERS = {
+    "Keras archive (*.keras)": "keras",
+    "Legacy HDF5 (*.h5)": "h5",
+    "TensorFlow SavedModel (a folder) (*)": "savedmodel",
+    "TFLite (*.tflite)": "tflite",
+    "ONNX (*.onnx)": "onnx",
+}
+
+
 class MainWindow(QMainWindow):
+    #: an export finished and was checked: (path, the report's sentence)
+    exported = Signal(str, str)
+
     def __init__(self, settings: QSettings | None = None):
         super().__init__()
         self.settings = settings or QSettings("MIHA", "MIHA")
@@ -54,6 +80,7 @@ class MainWindow(QMainWindow):
         self.worker: EngineWorker | None = None
         self.last_error = ""
         self.last_result = None
+        self._export: QProcess | None = None
         self._dirty = False
         self._dialogs: list[QMessageBox] = []
 
@@ -77,9 +104,17 @@ class MainWindow(QMainWindow):
         lower_plots = QSplitter(Qt.Horizontal)
         lower_plots.addWidget(self.fitness_plot)
         lower_plots.addWidget(self.genes_plot)
+        self.framework_log = QCheckBox("Show TensorFlow's start-up messages")
+        self.framework_log.setToolTip("TensorFlow's own lines (oneDNN, CUDA drivers…), kept out of the log unless asked")
+        self.framework_log.toggled.connect(self._show_framework_log)
+        log_page = QWidget()
+        log_layout = QVBoxLayout(log_page)
+        log_layout.setContentsMargins(0, 0, 0, 0)
+        log_layout.addWidget(self.log)
+        log_layout.addWidget(self.framework_log)
         tabs = QTabWidget()
         tabs.addTab(self.table, "Population")
-        tabs.addTab(self.log, "Log")
+        tabs.addTab(log_page, "Log")
         self.tabs = tabs
         centre = QSplitter(Qt.Vertical)
         centre.addWidget(self.loss_plot)
@@ -92,6 +127,8 @@ class MainWindow(QMainWindow):
         self.archive_inspector = ModelInspector(self)
         self.archive_inspector.finished.connect(self._archive_inspected)
         self.browser.exportRequested.connect(self.export_archive)
+        self.browser.scheduleRequested.connect(self.write_schedule)
+        self.browser.replayRequested.connect(self.replay_schedule)
         self.browser_label = QLabel("No run folder yet.")
         self.browser_label.setWordWrap(True)
         self.export_btn = QPushButton("Export best model…")
@@ -147,6 +184,8 @@ class MainWindow(QMainWindow):
         self.export_action = QAction("Export best model…", self, triggered=lambda: self.export_best("best"))
         self.export_final_action = QAction("Export final model…", self, triggered=lambda: self.export_best("final"))
         self.plots_action = QAction("Export plots…", self, triggered=self._browse_export_plots)
+        self.schedule_action = QAction("Write the lineage's schedule…", self, triggered=self.write_schedule)
+        self.replay_action = QAction("Replay a schedule…", self, triggered=self.replay_schedule)
         self.about_action = QAction("About", self, triggered=self.about)
         for a in (self.run_action, self.stop_action, self.resume_action):
             tb.addAction(a)
@@ -158,6 +197,9 @@ class MainWindow(QMainWindow):
         menu = self.menuBar().addMenu("&File")
         for a in (self.open_action, self.export_action, self.export_final_action, self.plots_action):
             menu.addAction(a)
+        menu.addSeparator()
+        menu.addAction(self.schedule_action)
+        menu.addAction(self.replay_action)
         menu.addSeparator()
         menu.addAction(QAction("Quit", self, shortcut=QKeySequence.Quit, triggered=self.close))
         runm = self.menuBar().addMenu("&Run")
@@ -180,6 +222,9 @@ class MainWindow(QMainWindow):
         self.export_action.setEnabled(has_archive)
         self.export_final_action.setEnabled(self.run_dir is not None and (self.run_dir / "model" / "model_final.keras").exists())
         self.export_btn.setEnabled(has_archive)
+        self.schedule_action.setEnabled(not running and self.run_dir is not None
+                                        and (self.run_dir / "history.csv").exists())
+        self.replay_action.setEnabled(not running)
         self.panel.setEnabled(not running)
 
     # -- messages --------------------------------------------------------------------------------
@@ -400,23 +445,119 @@ class MainWindow(QMainWindow):
         self.export_archive(str(src))
 
     @Slot(str)
-    def export_archive(self, src: str, out: str | None = None) -> Path | None:
+    def export_archive(self, src: str, out: str | None = None, fmt: str | None = None) -> bool:
+        """Export an archive in a deployment format, in a child process (converters take seconds and
+        load TensorFlow); ``exported`` or an error message tells the outcome."""
         if out is None:
-            start = str(Path(self.settings.value("export_dir", str(Path.cwd()))) / (Path(src).stem + ".keras"))
-            out, _ = QFileDialog.getSaveFileName(self, "Export model", start, "Keras archive (*.keras);;Legacy HDF5 (*.h5)")
+            start = str(Path(self.settings.value("export_dir", str(Path.cwd()))) / Path(src).stem)
+            out, chosen = QFileDialog.getSaveFileName(self, "Export model", start, ";;".join(EXPORT_FILTERS))
+            if not out:
+                return False
+            fmt = EXPORT_FILTERS[chosen]
+            suffix = EXPORT_FORMATS[fmt]
+            if suffix and not out.lower().endswith(suffix):
+                out += suffix
+        if self._export is not None:
+            self.show_error("An export is still running; wait for it to finish.")
+            return False
+        args = ["-m", "miha_engine", "export", str(src), str(out), "--json"] + (["--format", fmt] if fmt else [])
+        proc = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("TF_CPP_MIN_LOG_LEVEL", "3")
+        proc.setProcessEnvironment(env)
+        proc.finished.connect(lambda *_: self._export_done(proc, src, out))
+        self._export = proc
+        self.statusBar().showMessage(f"Exporting {Path(src).name} to {out}…")
+        self.log_line(f"exporting {src} → {out}")
+        proc.start(sys.executable, args)
+        return True
+
+    def _export_done(self, proc: QProcess, src: str, out: str) -> None:
+        self._export = None
+        stdout = bytes(proc.readAllStandardOutput()).decode(errors="replace")
+        stderr = bytes(proc.readAllStandardError()).decode(errors="replace")
+        proc.deleteLater()
+        report = None
+        for line in stdout.splitlines():
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue
+        if proc.exitCode() != 0 or report is None:
+            self.show_error("Export failed: " + engine_message(stderr, f"the exporter ended with code {proc.exitCode()}"))
+            return
+        self.settings.setValue("export_dir", str(Path(out).parent))
+        text = (f"Exported {Path(src).name} as {report['format']} to {report['path']}; checked on "
+                f"{report['samples']} {report['sample_origin']}: largest output difference {report['max_abs_diff']:.2g}")
+        self.statusBar().showMessage(text)
+        self.log_line(text)
+        self.exported.emit(report["path"], text)
+
+    # -- schedule and replay ---------------------------------------------------------------------
+    @Slot()
+    def write_schedule(self, out: str | None = None) -> Path | None:
+        """Write the open run's lineage as a schedule (TOML; no TensorFlow needed)."""
+        if self.run_dir is None:
+            self.show_error("Open or run a run folder first: its lineage becomes the schedule.")
+            return None
+        if out is None:
+            out, _ = QFileDialog.getSaveFileName(self, "Write the lineage's schedule",
+                                                 str(self.run_dir / "schedule.toml"), "Schedule (*.toml)")
             if not out:
                 return None
-        from miha_engine.models import export_model
+        from miha_engine.schedule import write_schedule
 
         try:
-            path = export_model(src, out)
+            path = write_schedule(self.run_dir, out)
         except (InputError, OSError) as exc:
-            self.show_error(f"Export failed: {exc}")
+            self.show_error(f"Could not write the schedule: {exc}")
             return None
-        self.settings.setValue("export_dir", str(Path(out).parent))
-        self.statusBar().showMessage(f"Exported {Path(src).name} to {path}")
-        self.log_line(f"exported {src} → {path}")
+        self.log_line(f"schedule written to {path}")
+        self.statusBar().showMessage(f"Schedule written to {path}; 'Replay the schedule…' trains a fresh model with it")
         return path
+
+    @Slot()
+    def replay_schedule(self, schedule: str | None = None) -> bool:
+        """Train a fresh model through a schedule on the panel's dataset (no population): the
+        initial model is the open run's model_source.keras, else the panel's model."""
+        if self.running:
+            return False
+        if schedule is None:
+            start = str(self.run_dir / "schedule.toml") if self.run_dir else str(Path.cwd())
+            schedule, _ = QFileDialog.getOpenFileName(self, "Replay a schedule", start, "Schedule (*.toml)")
+            if not schedule:
+                return False
+        source = self.run_dir / "model" / "model_source.keras" if self.run_dir else None
+        model = source if source is not None and source.exists() else self.panel.model_path
+        if model is None or self.panel.data_path is None:
+            self.show_error("A replay needs the initial model (a run folder's model_source.keras, or Model: Open…) "
+                            "and a dataset (Dataset: Open…).")
+            return False
+        from miha_engine.runner import default_run_dir
+
+        run_dir = default_run_dir(self.panel.run_dir.text() or "runs")
+        job = Job("replay", {"schedule": str(schedule), "model": str(model), "data": str(self.panel.data_path),
+                             "run_dir": str(run_dir), "unsafe_model": self.panel.unsafe.isChecked()})
+        self._clear_run()
+        self._set_run_dir(run_dir, create_later=True)
+        self.log_line(f"replaying {schedule} on {self.panel.data_path.name} from {Path(model).name} in {run_dir}")
+        self._start(job)
+        return True
+
+    # -- TensorFlow's own messages ---------------------------------------------------------------
+    @Slot(bool)
+    def _show_framework_log(self, on: bool) -> None:
+        if not on:
+            return
+        text = ""
+        if self.run_dir is not None and (self.run_dir / "run.json").exists():
+            try:
+                text = json.loads((self.run_dir / "run.json").read_text()).get("framework_log", "")
+            except (OSError, ValueError):
+                text = ""
+        self.log_line("— TensorFlow's start-up messages for this run —")
+        self.log_line(text.strip() or "(none recorded)")
+        self.log_line("—")
 
     def _browse_export_plots(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the plots", str(self.run_dir or Path.cwd()))

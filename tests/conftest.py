@@ -9,6 +9,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import tempfile  # noqa: E402
 
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="miha-test-config-")
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="miha-test-data-")  # the app's default run folder
 
 import pytest  # noqa: E402
 

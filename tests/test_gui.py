@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,8 +83,11 @@ def test_full_run_draws_everything_and_reopens_identically(qtbot, win, files, tm
     from miha_engine.models import load_model
     from miha_engine.runlog import RunFolder
 
-    assert win.export_archive(str(RunFolder(win.run_dir).best_archive("best")), str(out)) == out
+    with qtbot.waitSignal(win.exported, timeout=120_000) as done:  # exported and checked in a child process
+        assert win.export_archive(str(RunFolder(win.run_dir).best_archive("best")), str(out))
+    assert done.args[0] == str(out) and "largest output difference 0" in done.args[1]
     assert load_model(out).predict(np.zeros((1, 64), "float32"), verbose=0).shape == (1, 10)
+    assert "test samples of digits.npz" in win.statusBar().currentMessage()
     shots = win.export_plots(tmp_path / "plots")
     assert all(p.exists() and p.stat().st_size > 100 for p in shots)
 
@@ -336,3 +340,54 @@ def test_model_inspection_survives_its_service_dying(qtbot, win, files):
     assert blocker.args == [False] and "ended unexpectedly" in win.last_error
     assert load_model_into(qtbot, win.panel, model)
     assert service.proc.processId() != first
+
+
+def test_take_the_model_out_from_the_app(qtbot, win, files, tmp_path):
+    """Export in a deployment format, write the lineage's schedule, replay it, and read TensorFlow's
+    start-up messages on request: all from the window, the window never waiting on TensorFlow."""
+    _load(win, files)
+    assert win.start_run()
+    _wait_done(qtbot, win)
+    # TFLite export, checked against the model on the run's test split
+    out = tmp_path / "model.tflite"
+    with qtbot.waitSignal(win.exported, timeout=120_000) as done:
+        assert win.export_archive(str(win.run_dir / "model" / "model_final.keras"), str(out), "tflite")
+    assert out.stat().st_size > 1000 and "as tflite" in done.args[1]
+    # a name the exporter refuses: the engine's sentence, no file
+    assert win.export_archive(str(win.run_dir / "model" / "model_final.keras"), str(tmp_path / "model.txt"))
+    qtbot.waitUntil(lambda: win._export is None, timeout=120_000)
+    assert "unknown model format .txt" in win.last_error and not (tmp_path / "model.txt").exists()
+    # the schedule, then a replay of it on the panel's dataset from the run's initial model
+    run_dir = win.run_dir
+    schedule = win.write_schedule(str(tmp_path / "schedule.toml"))
+    assert schedule is not None and "[[segment]]" in schedule.read_text()
+    assert win.replay_schedule(str(schedule))
+    _wait_done(qtbot, win)
+    assert win.last_result.status == "finished" and win.run_dir != run_dir
+    from miha_engine.runlog import RunFolder
+
+    want, got = RunFolder(run_dir).read_history(), RunFolder(win.run_dir).read_history()
+    assert [r["genes"] for r in got] == [r["genes"] for r in want]
+    assert np.allclose([r["loss"] for r in got], [r["loss"] for r in want], rtol=1e-4)
+    win.framework_log.setChecked(True)
+    assert "TensorFlow's start-up messages" in win.log.toPlainText()
+
+
+def test_app_words_and_folders(qtbot, win, tmp_path):
+    """The app names its own controls in advice, and puts runs in the user's data folder by default."""
+    import keras
+
+    from miha_gui.setup_panel import default_run_base
+
+    fresh = window_module.MainWindow(QSettings(str(tmp_path / "fresh.ini"), QSettings.IniFormat))
+    qtbot.addWidget(fresh)
+    assert fresh.panel.run_dir.text() == str(default_run_base())
+    assert Path(fresh.panel.run_dir.text()).resolve() != (Path.cwd() / "runs").resolve()
+    lam = tmp_path / "lambda.keras"
+    keras.Sequential([keras.Input((64,)), keras.layers.Lambda(lambda t: t * 2.0),
+                      keras.layers.Dense(10, activation="softmax")]).save(lam)
+    assert not load_model_into(qtbot, win.panel, lam)
+    assert "Allow unsafe model code" in win.last_error and "--unsafe-model" not in win.last_error
+    assert "Allow unsafe model code" in win.panel.model_summary.text()
+    win.panel.unsafe.setChecked(True)
+    assert load_model_into(qtbot, win.panel, lam)
