@@ -30,12 +30,16 @@ __all__ = [
     "GENE_KINDS", "HIDDEN_ACTIVATIONS", "OPTIMIZER_DEFAULT_LR", "RunConfig", "SearchSpace",
     "Dataset", "from_arrays", "load_dataset", "Cancelled", "ConfigError", "DatasetError",
     "DivergedError", "InputError", "MihaError", "ModelLoadError", "RunFolderError", "Genes",
-    "RunFolder", "CancelToken", "run", "resume", "RunResult", "load_model", "summarize", "export_model", "replay",
+    "RunFolder", "CancelToken", "run", "resume", "RunResult", "load_model", "summarize", "export_model", "replay", "fork",
+    "LiveEdits", "insight",
 ]
 
 _LAZY = {
     "run": ("runner", "run"),
     "resume": ("runner", "resume"),
+    "fork": ("runner", "fork"),
+    "LiveEdits": ("runner", "LiveEdits"),
+    "insight": ("insight", "insight"),
     "RunResult": ("runner", "RunResult"),
     "load_model": ("models", "load_model"),
     "summarize": ("models", "summarize"),

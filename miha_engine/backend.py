@@ -72,7 +72,7 @@ class Backend(Protocol):
     def snapshot(self, genes: Genes) -> Snapshot: ...
     def set_main(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None) -> None: ...
     def save_main(self, path: Path) -> None: ...
-    def train_member(self, genes: Genes, parent: Snapshot, cycle: int, index: int,
+    def train_member(self, genes: Genes, parent: Snapshot, cycle: int, index: int, epochs: int,
                      on_epoch: EpochCallback) -> tuple[FitResult, TrainedMember]: ...
     def holdout_loss(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None) -> float: ...
     def test_metrics(self) -> dict[str, float]: ...
@@ -224,9 +224,9 @@ class KerasBackend:
         keras.utils.set_random_seed(seed)
 
     # -- members ------------------------------------------------------------------------------
-    def train_member(self, genes: Genes, parent: Snapshot, cycle: int, index: int,
+    def train_member(self, genes: Genes, parent: Snapshot, cycle: int, index: int, epochs: int,
                      on_epoch: EpochCallback) -> tuple[FitResult, _LiveMember]:
-        """Start from ``parent`` with ``genes`` on a pooled model and train n epochs, seeded by
+        """Start from ``parent`` with ``genes`` on a pooled model and train ``epochs`` epochs, seeded by
         (seed, cycle, index) alone; the main line's shuffles go on as if no member ran.
 
         The returned member lives in the pool: write or snapshot it before asking for the next."""
@@ -236,7 +236,7 @@ class KerasBackend:
         mdl.restore(model, parent, genes)
         keras_seed, shuffle = member_seeds(self.config.seed, cycle, index)
         self.reseed(keras_seed)
-        result = self._fit(model, genes, self.config.candidate_epochs, on_epoch, shuffle=shuffle)
+        result = self._fit(model, genes, epochs, on_epoch, shuffle=shuffle)
         return result, _LiveMember(model, genes)
 
     def holdout_loss(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None) -> float:

@@ -48,9 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--model", required=True, help=".keras or .h5 model file")
     r.add_argument("--data", required=True, help=".npz, .h5/.hdf5 or .csv dataset")
     r.add_argument("--config", help="a .toml or .json file of run options (flags override it)")
-    r.add_argument("--search", help=f"comma-separated gene kinds to mutate: {','.join(GENE_KINDS)}")
-    r.add_argument("--optimizers", help="comma-separated optimizers a member may switch to")
-    r.add_argument("--activations", help="comma-separated activations for hidden layers")
+    _add_search_options(r)
     r.add_argument("--run-dir", help="folder for the run (default runs/miha-<time>)")
     r.add_argument("--target", help="CSV column to predict (default: the last)")
     add_config_options(r)
@@ -62,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("--data", help="the dataset, if it moved since the run started")
     add_config_options(s, resumable_only=True)
+    _add_search_options(s)
+
+    f = sub.add_parser("fork", help="a what-if run from any archive of a run (main line or member)")
+    f.add_argument("run_dir", help="the run to fork from (only read)")
+    f.add_argument("archive", help="one of its archives: model_3.keras, 3_1_model.keras, model_init.keras…")
+    f.add_argument("--run-dir", dest="new_run_dir", help="folder for the new run (default: beside the parent)")
+    f.add_argument("--data", help="the dataset (default: the parent's)")
+    add_config_options(f)
+    _add_search_options(f)
+    f.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     s.add_argument("--quiet", "-q", action="store_true")
 
     e = sub.add_parser("export", help="write a run's final or best model (or any archive) in a deployment format")
@@ -95,7 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("out_dir", help="then: tensorboard --logdir OUT_DIR")
 
     i = sub.add_parser("inspect", help="describe a model file or a run folder")
-    i.add_argument("path", nargs="?", help="a .keras/.h5 model file or a run folder")
+    i.add_argument("path", nargs="*", help="a .keras/.h5 model file or a run folder (with --insight: run folders)")
+    i.add_argument("--insight", action="store_true",
+                   help="which mutations helped: for each kind and value, how often tried and won, and the mean "
+                        "fitness difference against the control member (or the cycle's median), over all runs given")
     i.add_argument("--serve", action="store_true",
                    help="answer requests from standard input, one JSON line each ({\"path\", \"unsafe\"}), with one "
                         "JSON line each: how the app inspects models without TensorFlow in its own process")
@@ -103,6 +114,22 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--unsafe-model", action="store_true",
                    help="allow Lambda layers and other unsafe code in the model file (trusted files only)")
     return p
+
+
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--search", help=f"comma-separated gene kinds to mutate: {','.join(GENE_KINDS)}")
+    parser.add_argument("--optimizers", help="comma-separated optimizers a member may switch to")
+    parser.add_argument("--activations", help="comma-separated activations for hidden layers")
+
+
+def _search_changes(a: argparse.Namespace) -> dict:
+    """The search-space fields the command line sets."""
+    out = {}
+    for flag, key in (("search", "kinds"), ("optimizers", "optimizers"), ("activations", "hidden_activations")):
+        value = getattr(a, flag, None)
+        if value is not None:
+            out[key] = [k.strip() for k in value.split(",") if k.strip()]
+    return out
 
 
 def _flag(name: str, meta) -> str:
@@ -132,10 +159,11 @@ def _auto_or_int(text: str):
 
 def add_config_options(parser: argparse.ArgumentParser, resumable_only: bool = False) -> None:
     """One option per :class:`RunConfig` field, read from the field's metadata: the CLI lists no
-    field by hand.  ``resumable_only``: the fields a resume may change."""
+    field by hand.  ``resumable_only``: the fields a resume may change (how members train, and the
+    live ones, which apply from the next cycle)."""
     for name, f in RunConfig.options().items():
         meta = f.metadata
-        if not meta.get("cli", True) or (resumable_only and not meta.get("resumable")):
+        if not meta.get("cli", True) or (resumable_only and not (meta.get("resumable") or meta.get("live"))):
             continue
         helptext = meta["help"]
         if meta.get("flags"):
@@ -153,8 +181,9 @@ def add_config_options(parser: argparse.ArgumentParser, resumable_only: bool = F
 
 
 def config_changes(a: argparse.Namespace, resumable_only: bool = False) -> dict:
-    """The fields the command line sets (those left out keep the configuration's value)."""
-    names = RunConfig.resumable_fields() if resumable_only else tuple(RunConfig.options())
+    """The fields the command line sets (those left out keep the configuration's value); with
+    ``resumable_only``, what a resume may change (how members train, and the live fields)."""
+    names = (RunConfig.resumable_fields() + RunConfig.live_fields()) if resumable_only else tuple(RunConfig.options())
     changes = {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
     if changes.get("ray_address") and "evaluator" not in changes:
         changes["evaluator"] = "ray"  # an address means Ray
@@ -164,14 +193,7 @@ def config_changes(a: argparse.Namespace, resumable_only: bool = False) -> dict:
 def _config_from_args(a: argparse.Namespace) -> RunConfig:
     base = RunConfig.load(a.config) if a.config else RunConfig()
     changes = config_changes(a)
-    search = base.search.to_dict()
-    if a.search is not None:
-        search["kinds"] = [k.strip() for k in a.search.split(",") if k.strip()]
-    if a.optimizers:
-        search["optimizers"] = [k.strip() for k in a.optimizers.split(",") if k.strip()]
-    if a.activations:
-        search["hidden_activations"] = [k.strip() for k in a.activations.split(",") if k.strip()]
-    changes["search"] = SearchSpace.from_dict(search)
+    changes["search"] = SearchSpace.from_dict({**base.search.to_dict(), **_search_changes(a)})
     return base.replace(**changes)
 
 
@@ -260,8 +282,24 @@ def _cmd_resume(a: argparse.Namespace) -> int:
 
     token = CancelToken()
     _install_sigint(token)
+    changes = config_changes(a, resumable_only=True)
+    if _search_changes(a):
+        changes["search"] = _search_changes(a)  # merged into the run's search space from the next cycle
     return _report(resume(a.run_dir, data=a.data, listeners=[_Progress(a.quiet)], cancel=token,
-                          execution=config_changes(a, resumable_only=True) or None))
+                          execution=changes or None))
+
+
+def _cmd_fork(a: argparse.Namespace) -> int:
+    from .runner import fork
+    from .training import CancelToken
+
+    token = CancelToken()
+    _install_sigint(token)
+    changes = config_changes(a)
+    if _search_changes(a):
+        changes["search"] = _search_changes(a)
+    return _report(fork(a.run_dir, a.archive, a.new_run_dir, data=a.data, changes=changes or None,
+                        listeners=[_Progress(a.quiet)], cancel=token))
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
@@ -334,7 +372,15 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
         return _serve_inspections()
     if not a.path:
         raise InputError("inspect needs a model file or a run folder")
-    path = Path(a.path)
+    if a.insight:
+        from .insight import insight
+
+        result = insight([Path(p) for p in a.path])
+        print(json.dumps(result.to_dict(), indent=2) if a.json else result.text())
+        return EXIT_OK
+    if len(a.path) > 1:
+        raise InputError("inspect describes one model or run folder at a time (several run folders: --insight)")
+    path = Path(a.path[0])
     if path.is_dir():
         from .runlog import RunFolder
         from .state import replay
@@ -369,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         os.environ["MIHA_VERBOSE"] = "1"
     handlers = {"run": _cmd_run, "resume": _cmd_resume, "export": _cmd_export, "inspect": _cmd_inspect,
-                "schedule": _cmd_schedule, "replay": _cmd_replay, "tensorboard": _cmd_tensorboard}
+                "schedule": _cmd_schedule, "replay": _cmd_replay, "tensorboard": _cmd_tensorboard, "fork": _cmd_fork}
     try:
         return handlers[args.command](args)
     except InputError as exc:

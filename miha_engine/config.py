@@ -60,7 +60,8 @@ DEFAULT_BATCH_SIZE = 32
 def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING,
            label: str | None = None, short: str | None = None, flag: str | None = None,
            flags: dict[str, Any] | None = None, choices: tuple | None = None,
-           bounds: tuple[float, float] | None = None, resumable: bool = False, cli: bool = True) -> Any:
+           bounds: tuple[float, float] | None = None, resumable: bool = False, live: bool = False,
+           cli: bool = True) -> Any:
     """A configuration field and what every front end needs to know of it, in one place.
 
     Args:
@@ -72,10 +73,12 @@ def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = data
         bounds: the range the app's widget offers.
         resumable: ``miha resume`` (and the app's Resume) may change it: it changes how members
             train, never the genes or the lineage.
+        live: it may change while the run goes (the app's sliders stay live; ``miha resume`` takes
+            it too), applied from the next cycle and journalled.
         cli: False for a field the CLI sets another way (``search`` has its own options).
     """
     meta = {"help": help, "label": label, "short": short, "flag": flag, "flags": flags, "choices": choices,
-            "bounds": bounds, "resumable": resumable, "cli": cli}
+            "bounds": bounds, "resumable": resumable, "live": live, "cli": cli}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -151,6 +154,10 @@ class SearchSpace:
             _check(len(self.optimizers) >= 1, "search: optimizer mutation is on but no optimizer is allowed")
         if "activation" in self.kinds:
             _check(len(self.hidden_activations) >= 1, "search: activation mutation is on but no activation is allowed")
+        output_only = sorted(set(self.hidden_activations) & {"softmax", "log_softmax", "linear"})
+        _check(not output_only, f"search: {', '.join(output_only)} cannot be a hidden layer's activation (softmax and "
+               "log_softmax belong to an output layer, and linear layers are left alone); choose from "
+               f"{', '.join(HIDDEN_ACTIVATIONS)}")
         unknown_acts = [a for a in self.hidden_activations if a not in KNOWN_ACTIVATIONS]
         _check(not unknown_acts, f"search: unknown activation(s) {', '.join(unknown_acts)}; choose from "
                f"{', '.join(sorted(KNOWN_ACTIVATIONS - {'softmax', 'log_softmax', 'linear'}))}")
@@ -219,18 +226,18 @@ class RunConfig:
 
     runup_epochs: int = option(2, label="m  run-up epochs", short="-m", bounds=(0, 50),
                                help="epochs before the first cycle, and again after the last (m)")
-    candidate_epochs: int = option(1, label="n  member epochs", short="-n", bounds=(1, 20),
+    candidate_epochs: int = option(1, label="n  member epochs", short="-n", bounds=(1, 20), live=True,
                                    help="epochs each population member trains (n)")
-    fixing_epochs: int = option(1, label="k  fixing epochs", short="-k", bounds=(0, 20),
+    fixing_epochs: int = option(1, label="k  fixing epochs", short="-k", bounds=(0, 20), live=True,
                                 help="epochs the chosen member trains after each cycle (k)")
     cycles: int = option(2, label="c  cycles", short="-c", bounds=(0, 50), help="number of population cycles (c)")
-    population_size: int = option(3, label="pop_size", short="-p", bounds=(1, 20),
+    population_size: int = option(3, label="pop_size", short="-p", bounds=(1, 20), live=True,
                                   help="members per population (pop_size)")
     batch_size: int | None = option(None, bounds=(1, 65536),
                                     help=f"initial batch size (default {DEFAULT_BATCH_SIZE})")
     seed: int = option(0, bounds=(0, 2**31 - 1), help="seeds numpy, Keras and the mutations: the same seed gives "
                        "the same mutations")
-    search: SearchSpace = option(factory=SearchSpace, cli=False, help="the search space")
+    search: SearchSpace = option(factory=SearchSpace, cli=False, live=True, help="the search space")
     crossover: bool = option(False, help="cross over the two fittest members instead of plain selection")
     crossover_weights: str = option("fitter", choices=CROSSOVER_WEIGHTS,
                                     help="a crossover child's weights: the fitter parent's, or the average of both")
@@ -344,6 +351,17 @@ class RunConfig:
     def resumable_fields(cls) -> tuple[str, ...]:
         """The fields a resume may change: how members train, never the genes or the lineage."""
         return tuple(name for name, f in cls.options().items() if f.metadata.get("resumable"))
+
+    @classmethod
+    def live_fields(cls) -> tuple[str, ...]:
+        """The fields that may change while a run goes, applied from the next cycle."""
+        return tuple(name for name, f in cls.options().items() if f.metadata.get("live"))
+
+    def remaining_epochs(self, from_cycle: int) -> tuple[int, int]:
+        """(compute, lineage) epochs of cycles ``from_cycle``..c and the final phase."""
+        left = max(0, self.cycles - from_cycle + 1)
+        return (left * (self.population_size * self.candidate_epochs + self.fixing_epochs) + self.runup_epochs,
+                left * (self.candidate_epochs + self.fixing_epochs) + self.runup_epochs)
 
     @classmethod
     def schedule_fields(cls) -> tuple[str, ...]:

@@ -35,11 +35,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class MemberJob:
-    """One member to train: its index in the population, its genes and what was mutated."""
+    """One member to train: its index in the population, its genes, what was mutated, and how many
+    epochs it trains (n, which a live edit may change from one cycle to the next)."""
 
     index: int
     genes: Genes
     change: str
+    epochs: int
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ class LocalEvaluator:
             def on_epoch(epoch, loss, val, seconds, _job=job):
                 listener.epoch(_job, epoch, loss, val, seconds)
 
-            result, trained = ctx.backend.train_member(job.genes, parent.snapshot, parent.cycle, job.index, on_epoch)
+            result, trained = ctx.backend.train_member(job.genes, parent.snapshot, parent.cycle, job.index,
+                                                       job.epochs, on_epoch)
             for message in ctx.backend.pop_notes():
                 listener.note(message)
             yield MemberOutcome(job, result.losses, result.val_losses, result.diverged, trained=trained)

@@ -95,6 +95,19 @@ class CycleDone(Event):
 
 
 @dataclass(frozen=True)
+class ConfigChanged(Event):
+    """Settings changed while the run was going (or at a resume): they apply from cycle ``cycle``.
+    ``changes`` holds the new values of the changed fields; ``config`` the whole configuration."""
+
+    cycle: int
+    changes: dict[str, Any]
+    config: dict[str, Any]
+    total_epochs: int
+    lineage_epochs: int
+    kind: str = field(init=False, default="config_changed")
+
+
+@dataclass(frozen=True)
 class GenesChanged(Event):
     """The main line's genes change outside a cycle's selection (a replayed schedule): epochs from
     ``step`` + 1 on train with ``genes``."""
@@ -139,7 +152,7 @@ class RunFailed(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__dataclass_fields__["kind"].default: cls  # type: ignore[misc]
     for cls in (RunStarted, RunResumed, MemberStarted, EpochEnded, MemberTrained, CycleDone,
-                GenesChanged, ArchiveSaved, Note, RunFinished, RunFailed)
+                ConfigChanged, GenesChanged, ArchiveSaved, Note, RunFinished, RunFailed)
 }
 
 Listener = Callable[[Event], None]

@@ -251,7 +251,7 @@ def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, jo
     def on_epoch(epoch, loss, val, seconds):
         queue.put(("epoch", cycle, index, token, epoch, loss, val, seconds))
 
-    result, trained = ctx.backend.train_member(genes, ctx.parent, cycle, index, on_epoch)
+    result, trained = ctx.backend.train_member(genes, ctx.parent, cycle, index, int(job["epochs"]), on_epoch)
     return {"losses": result.losses, "val_losses": result.val_losses, "diverged": result.diverged,
             "archive": trained.archive_bytes(), "snapshot": trained.snapshot(), "where": where,
             "notes": ctx.backend.pop_notes()}
@@ -344,7 +344,7 @@ class RayEvaluator:
         pending: dict[Any, MemberJob] = {}
         for job in jobs:
             listener.started(job)
-            spec = {"cycle": parent.cycle, "index": job.index, "genes": job.genes.to_dict(),
+            spec = {"cycle": parent.cycle, "index": job.index, "genes": job.genes.to_dict(), "epochs": job.epochs,
                     "parent_genes": parent.snapshot.genes.to_dict()}
             pending[self._task.options(**options).remote(self.setup_ref, self.data_ref, archive_ref, spec, self.queue)] = job
         tokens: dict[int, str] = {}
@@ -406,7 +406,7 @@ class RayEvaluator:
             cause = getattr(exc, "cause", None)
             deaths = _death_types(ray)
             if isinstance(exc, deaths) or isinstance(cause, deaths):
-                return MemberOutcome.failed(job, self.config.candidate_epochs, self.ctx.backend.data.has_validation,
+                return MemberOutcome.failed(job, job.epochs, self.ctx.backend.data.has_validation,
                                             f"its worker died {self.config.ray_max_retries + 1} time(s) "
                                             f"({type(exc).__name__}), so it could not be trained")
             if isinstance(cause, MihaError):

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import events as ev
 from .backend import Backend, main_line_seed
-from .config import RunConfig
+from .config import RunConfig, SearchSpace
 from .data import Dataset, from_arrays, load_dataset
 from .errors import Cancelled, DivergedError, InputError, MihaError, RunFolderError
 from .evaluators import EvaluatorContext, MemberJob, Parent, make_evaluator
@@ -117,6 +117,26 @@ def disk_space_warning(root: Path, params: int, config: RunConfig) -> str | None
     return None
 
 
+class LiveEdits:
+    """A thread-safe mailbox of settings changes for a running run (n, k, pop_size, the search
+    space): another thread calls :meth:`request`; the loop takes them at the next cycle's start."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._changes: dict[str, Any] = {}
+
+    def request(self, **changes: Any) -> None:
+        with self._lock:
+            self._changes.update(changes)
+
+    def poll(self) -> dict[str, Any] | None:
+        with self._lock:
+            changes, self._changes = self._changes, {}
+        return changes or None
+
+
 class _MemberEvents:
     """The runner's side of :class:`~miha_engine.evaluators.MemberListener`: evaluators report,
     the runner builds the events."""
@@ -141,7 +161,7 @@ class _Loop:
     """One run's loop, from a checkpoint to the end (see the module's text)."""
 
     def __init__(self, folder: RunFolder, config: RunConfig, backend: Backend, listeners: Iterable[ev.Listener],
-                 cancel: CancelToken, state: RunState, info: dict[str, Any]):
+                 cancel: CancelToken, state: RunState, info: dict[str, Any], edits: LiveEdits | None = None):
         self.folder = folder
         self.config = config
         self.backend = backend
@@ -159,6 +179,8 @@ class _Loop:
         self.archive: Path | None = None  # the main line's latest archive (what remote members start from)
         self.t_start = time.perf_counter()
         self.elapsed_before = 0.0
+        self.edits = edits
+        self.pending_edits: dict[str, Any] = {}
 
     # -- events and records ------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
@@ -216,24 +238,32 @@ class _Loop:
         })
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, start: Checkpoint, resumed: bool = False) -> RunResult:
-        """Run from ``start`` to the end, leaving the folder consistent whatever happens."""
+    def run(self, start: Checkpoint, how: str = "new") -> RunResult:
+        """Run from ``start`` to the end, leaving the folder consistent whatever happens.
+
+        ``how``: "new" (a run from its start), "resumed" (the journal is cut back to ``start``), or
+        "forked" (a new run that starts from another run's archive, at that archive's cycle)."""
         self.elapsed_before = start.elapsed
         try:
-            return self._guarded(lambda: self._body(start, resumed))
+            return self._guarded(lambda: self._body(start, how))
         finally:
             self.evaluator.close()
 
-    def _body(self, start: Checkpoint, resumed: bool) -> RunResult:
+    def _body(self, start: Checkpoint, how: str) -> RunResult:
         cfg, folder, backend = self.config, self.folder, self.backend
         self.genes, self.step = start.genes, start.step
-        if resumed:  # the journal's picture (and so every view) is cut back to the checkpoint here
+        if how == "resumed":  # the journal's picture (and so every view) is cut back to the checkpoint here
             self.emit(ev.RunResumed(cycle=-1 if start.completed is None else start.completed, step=start.step,
                                     genes=start.genes.to_dict()))
             self.write_views()
-        if start.completed is None:
-            self.emit(ev.RunStarted(run_dir=str(folder.root), config=cfg.to_dict(), total_epochs=cfg.total_epochs,
-                                    lineage_epochs=cfg.lineage_epochs, genes=start.genes.to_dict()))
+        if start.completed is None or how == "forked":
+            total, lineage = self._totals(start)
+            self.emit(ev.RunStarted(run_dir=str(folder.root), config=cfg.to_dict(), total_epochs=total,
+                                    lineage_epochs=lineage, genes=start.genes.to_dict()))
+        if how == "forked":
+            fork = self.info["forked_from"]
+            self.note(f"forked from {fork['archive']} of {fork['run']} (after cycle {fork['cycle']}, lineage epoch "
+                      f"{fork['step']})")
         warning = disk_space_warning(folder.root, backend.param_count(), cfg)
         if warning:
             self.note(warning)
@@ -250,6 +280,9 @@ class _Loop:
             self._checkpoint(0)
             first = 1
         else:
+            if how == "forked":  # the archive it starts from, scored as this run's initial model
+                folder.update_run(test_initial=backend.test_metrics())
+                self.info["test_initial"] = folder.open_existing().get("test_initial")
             initial_test = self.info.get("test_initial") or {}
             self.archive = folder.model_path("init" if start.completed == 0 else str(start.completed))
             first = start.completed + 1
@@ -258,7 +291,7 @@ class _Loop:
                                                  bool(self.info.get("unsafe_model"))))
             if self.evaluator.name != "local":
                 self.note(f"population members train on {self.evaluator.describe()}")
-        for cycle in range(first, cfg.cycles + 1):
+        for cycle in range(first, self.config.cycles + 1):
             self._cycle(cycle)
         return self._finish(initial_test)
 
@@ -280,6 +313,49 @@ class _Loop:
                 + "; the last good archive is kept. Lower the learning rate or check the data"
             )
 
+    def _totals(self, start: Checkpoint) -> tuple[int, int]:
+        """(compute, lineage) epochs of the whole run as seen from ``start``."""
+        if start.completed is None:
+            return self.config.total_epochs, self.config.lineage_epochs
+        total, lineage = self.config.remaining_epochs(start.completed + 1)
+        return total, start.step + lineage
+
+    def _apply_edits(self, cycle: int) -> None:
+        """Apply the settings changed since the last cycle (live edits, or a resume's overrides):
+        checked as a whole, journalled, written to run.json (so a resume keeps them), and in force
+        from this cycle on.  An edit the configuration refuses is noted and dropped."""
+        changes = dict(self.pending_edits)
+        self.pending_edits.clear()
+        if self.edits is not None:
+            while (more := self.edits.poll()) is not None:
+                changes.update(more)
+        if not changes:
+            return
+        live = set(RunConfig.live_fields())
+        refused = sorted(set(changes) - live)
+        if refused:
+            self.note(f"cycle {cycle}: {', '.join(refused)} cannot change during a run (only {', '.join(sorted(live))})")
+        changes = {k: v for k, v in changes.items() if k in live}
+        if isinstance(changes.get("search"), dict):
+            changes["search"] = {**self.config.search.to_dict(), **changes["search"]}
+        try:
+            if "search" in changes:
+                changes["search"] = SearchSpace.from_dict(changes["search"])
+            new = self.config.replace(**changes)
+        except InputError as exc:
+            self.note(f"cycle {cycle}: the edit was refused, the settings stay as they were: {exc}")
+            return
+        diff = {k: getattr(new, k) for k in changes if getattr(new, k) != getattr(self.config, k)}
+        if not diff:
+            return
+        self.config = new
+        total, lineage = new.remaining_epochs(cycle)
+        total, lineage = self.state.epochs_done + total, self.step + lineage
+        self.folder.update_run(config=new.to_dict(), total_epochs=total, lineage_epochs=lineage)
+        shown = {k: (v.to_dict() if isinstance(v, SearchSpace) else v) for k, v in diff.items()}
+        self.emit(ev.ConfigChanged(cycle=cycle, changes=shown, config=new.to_dict(), total_epochs=total,
+                                   lineage_epochs=lineage))
+
     def _jobs(self, cycle: int) -> list[MemberJob]:
         """Every member's genes first, in order, from the seed: the same run on any evaluator."""
         cfg = self.config
@@ -291,10 +367,11 @@ class _Loop:
                 genes, change = self.genes, "control: unchanged"
             else:
                 genes, change = mutate(self.genes, cfg.search, rng, self.backend.choices, self.backend.data.n_train)
-            jobs.append(MemberJob(i, genes, change))
+            jobs.append(MemberJob(i, genes, change, cfg.candidate_epochs))
         return jobs
 
     def _cycle(self, cycle: int) -> None:
+        self._apply_edits(cycle)
         cfg, folder, backend = self.config, self.folder, self.backend
         assert self.genes is not None and self.archive is not None
         ancestor = self.genes
@@ -443,6 +520,7 @@ def run(
     unsafe_model: bool = False,
     target: str | None = None,
     backend: Backend | None = None,
+    edits: LiveEdits | None = None,
 ) -> RunResult:
     """Run MIHA on ``model`` (a Keras model or a path) with ``data``.
 
@@ -457,6 +535,8 @@ def run(
         target: the CSV column to predict.
         backend: the training set-up to use instead of Keras (tests pass
             :class:`miha_engine.testing.FakeBackend`; ``model`` and ``data`` are then ignored).
+        edits: a :class:`LiveEdits` another thread may fill while the run goes (n, k, pop_size, the
+            search space); they apply from the next cycle.
 
     Returns:
         A :class:`RunResult`; its status is "finished" or "cancelled".
@@ -486,11 +566,13 @@ def run(
     folder = RunFolder(run_dir or default_run_dir())
     folder.create()
     with folder.lock():
-        return _start_run(folder, backend, config, listeners, cancel, source_path, data_source, target, unsafe_model)
+        return _start_run(folder, backend, config, listeners, cancel, source_path, data_source, target, unsafe_model,
+                          edits)
 
 
 def _start_run(folder: RunFolder, backend: Backend, config: RunConfig, listeners, cancel: CancelToken,
-               source_path: str | None, data_source: str | None, target: str | None, unsafe_model: bool) -> RunResult:
+               source_path: str | None, data_source: str | None, target: str | None, unsafe_model: bool,
+               edits: LiveEdits | None) -> RunResult:
     genes = backend.initial_genes()
     data_info = backend.data
     info = {
@@ -505,7 +587,7 @@ def _start_run(folder: RunFolder, backend: Backend, config: RunConfig, listeners
         "framework_log": backend.startup_log,
     }
     folder.write_run(info)
-    loop = _Loop(folder, config, backend, listeners, cancel, RunState(), info)
+    loop = _Loop(folder, config, backend, listeners, cancel, RunState(), info, edits)
     loop.write_views()
     return loop.run(Checkpoint(None, 0, genes))
 
@@ -517,33 +599,41 @@ def resume(
     cancel: CancelToken | None = None,
     execution: dict[str, Any] | None = None,
     backend: Backend | None = None,
+    edits: LiveEdits | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last completed cycle.
 
     The lineage is cut back to that cycle's last epoch, so after the resume it has no duplicated or
     missing epochs.  The dataset is read again from the path in run.json unless ``data`` is given.
     ``execution`` may change the fields :meth:`RunConfig.resumable_fields` names (where and how
-    members train): none of them changes the run's genes or its lineage.  ``backend``: as in
-    :func:`run` (a fake one for tests; it must start from the checkpoint's state itself).
+    members train, never the genes or the lineage) and the live ones (:meth:`RunConfig.live_fields`:
+    n, k, pop_size, the search space), which apply from the first cycle the resume trains and are
+    journalled like a live edit.  ``backend``: as in :func:`run` (a fake one for tests; it must start
+    from the checkpoint's state itself).  ``edits``: as in :func:`run`.
     """
     folder = RunFolder(run_dir)
     folder.open_existing()
     with folder.lock():  # before anything is read for writing, or written
-        return _resume_locked(folder, data, listeners, cancel, execution, backend)
+        return _resume_locked(folder, data, listeners, cancel, execution, backend, edits)
 
 
-def _resume_locked(folder: RunFolder, data, listeners, cancel, execution, backend) -> RunResult:
+def _resume_locked(folder: RunFolder, data, listeners, cancel, execution, backend, edits) -> RunResult:
     info = folder.open_existing()
     if info.get("status") == "finished":
         raise RunFolderError(f"the run in {folder.root} has already finished; nothing to resume")
     config = RunConfig.from_dict(info["config"])
+    live: dict[str, Any] = {}
     if execution:
-        allowed = set(RunConfig.resumable_fields())
-        unknown = set(execution) - allowed
+        resumable, live_names = set(RunConfig.resumable_fields()), set(RunConfig.live_fields())
+        unknown = set(execution) - resumable - live_names
         if unknown:
-            raise InputError(f"resume can change only how members train ({', '.join(sorted(allowed))}), "
-                             f"not {', '.join(sorted(unknown))}")
-        config = config.replace(**execution)
+            raise InputError(f"resume can change how members train ({', '.join(sorted(resumable))}) and, from the "
+                             f"next cycle, {', '.join(sorted(live_names))}; not {', '.join(sorted(unknown))}")
+        live = {k: v for k, v in execution.items() if k in live_names}
+        config = config.replace(**{k: v for k, v in execution.items() if k in resumable})
+        config.replace(**{k: SearchSpace.from_dict({**config.search.to_dict(), **v})
+                          if k == "search" and isinstance(v, dict) else v
+                          for k, v in live.items()})  # refuse a bad edit before anything is written
     folder.remove_stale_temporaries()
     folder.repair_journal()
     ckpt = folder.read_state()
@@ -562,7 +652,9 @@ def _resume_locked(folder: RunFolder, data, listeners, cancel, execution, backen
     for event in read_events(folder.events_path):
         state.apply(event)
     folder.update_run(status="running", resumed_at=_now(), config=config.to_dict())
-    return _Loop(folder, config, backend, listeners, cancel, state, info).run(start, resumed=True)
+    loop = _Loop(folder, config, backend, listeners, cancel, state, info, edits)
+    loop.pending_edits.update(live)
+    return loop.run(start, "resumed")
 
 
 def _keras_backend_for_resume(folder: RunFolder, info: dict[str, Any], ckpt: dict[str, Any] | None,
@@ -592,3 +684,133 @@ def _keras_backend_for_resume(folder: RunFolder, info: dict[str, Any], ckpt: dic
     else:
         model = mdl.load_model(folder.root / ckpt["model"], unsafe=unsafe)
     return KerasBackend.prepare(model, dataset, config, cancel, info.get("search_context"))
+
+
+def fork(
+    run_dir: str | Path,
+    archive: str | Path,
+    new_run_dir: str | Path | None = None,
+    data: Dataset | str | Path | tuple | None = None,
+    changes: dict[str, Any] | None = None,
+    listeners: Iterable[ev.Listener] = (),
+    cancel: CancelToken | None = None,
+    backend: Backend | None = None,
+    edits: LiveEdits | None = None,
+) -> RunResult:
+    """A what-if run that starts from one archive of another run, at that archive's place.
+
+    The new run starts from the archive's weights, optimizer state and genes, after the cycle the
+    archive closes (``model_3.keras``, a member ``3_1_model.keras`` or a child ``3_child_model.keras``:
+    cycle 4 comes next; ``model_init.keras``: cycle 1; ``model_source.keras``: the run-up), with the
+    parent's settings and search space unless ``changes`` says otherwise (any :class:`RunConfig`
+    field; raise ``cycles`` to train further than the parent planned).  Its ``run.json`` names the
+    parent run and archive.  The parent's folder is only read.
+
+    Raises:
+        RunFolderError: ``archive`` is missing, or not an archive of ``run_dir``.
+    """
+    from .runlog import parse_archive_name
+    from .state import replay as replay_events
+
+    parent = RunFolder(run_dir)
+    pinfo = parent.open_existing()
+    src = Path(archive)
+    if not src.is_absolute() and not src.exists():
+        named = parse_archive_name(src.name)
+        src = parent.population_dir / src.name if named is not None and named.kind != "main" else parent.model_dir / src.name
+    name = parse_archive_name(src.name)
+    if name is None or not src.is_file():
+        raise RunFolderError(f"{archive} is not an archive of {parent.root} (fork from model_<cycle>.keras, model_init, "
+                             "model_source, or a member's <cycle>_<member>_model.keras)")
+    try:
+        src.resolve().relative_to(parent.root.resolve())
+    except ValueError:
+        raise RunFolderError(f"{src} does not belong to the run {parent.root}; fork from one of its own archives") from None
+    st = replay_events(parent.root)
+    config = RunConfig.from_dict(pinfo["config"])
+    if changes:
+        if isinstance(changes.get("search"), dict):
+            changes = {**changes, "search": SearchSpace.from_dict({**config.search.to_dict(), **changes["search"]})}
+        config = config.replace(**changes)
+    completed, step, genes = _fork_point(st, pinfo, name, src)
+    cancel = cancel or CancelToken()
+    data_source = target = None
+    if backend is None:
+        from . import models as mdl
+        from .backend import KerasBackend
+
+        if data is None:
+            data = pinfo.get("data_source")
+            if not data:
+                raise InputError("the parent run was given arrays in memory; pass the same data to fork()")
+        if isinstance(data, (str, Path)):
+            data_source = str(Path(data).resolve())
+        target = pinfo.get("target")
+        dataset = _as_dataset(data, target)
+        if config.evaluator == "ray":
+            from .ray_evaluator import preflight
+
+            preflight(config)
+        model = mdl.load_model(src, unsafe=bool(pinfo.get("unsafe_model")))
+        backend = KerasBackend.prepare(model, dataset, config, cancel, pinfo.get("search_context"))
+    folder = RunFolder(new_run_dir or default_run_dir(parent.root.parent))
+    folder.create()
+    with folder.lock():
+        import shutil
+
+        from .runlog import atomic_write
+
+        # the archive is the fork's model as given and, after a cycle, its checkpoint archive
+        copies = ["source"] + ([] if completed is None else ["init" if completed == 0 else str(completed)])
+        for copy_name in copies:
+            atomic_write(folder.model_path(copy_name), lambda tmp: shutil.copyfile(src, tmp))
+        start = Checkpoint(completed, step, genes) if completed is not None else Checkpoint(None, 0, genes)
+        info = {
+            "format": 1, "status": "running", "config": config.to_dict(), "seed": config.seed,
+            "versions": _versions(backend), "device": backend.device, "started_at": _now(),
+            "model_source": str(src.resolve()), "data_source": data_source or pinfo.get("data_source"),
+            "target": target or pinfo.get("target"), "unsafe_model": bool(pinfo.get("unsafe_model")),
+            "total_epochs": None, "lineage_epochs": None, "genes_initial": genes.to_dict(),
+            "search_context": pinfo.get("search_context") or backend.search_context(),
+            "framework_log": backend.startup_log,
+            "forked_from": {"run": str(parent.root.resolve()), "archive": str(src.relative_to(parent.root)),
+                            "cycle": completed, "step": step, "parent_genes": genes.to_dict()},
+        }
+        loop = _Loop(folder, config, backend, listeners, cancel, RunState(), info, edits)
+        total, lineage = loop._totals(start)
+        info.update(total_epochs=total, lineage_epochs=lineage)
+        folder.write_run(info)
+        loop.write_views()
+        return loop.run(start, "forked" if completed is not None else "new")
+
+
+def _fork_point(st: RunState, info: dict[str, Any], name, src: Path) -> tuple[int | None, int, Genes]:
+    """(cycle the archive closes, lineage steps before it, its genes) from the parent's journal."""
+    if name.kind == "main" and name.which == "source":
+        return None, 0, Genes.from_dict(info["genes_initial"])
+    if name.kind == "main":
+        if name.which == "init":
+            cycle = 0
+        elif name.which == "final":
+            cycle = int(info["config"]["cycles"])
+        else:
+            cycle = int(name.which)
+        rows = [(s, g) for s, c, p, g in zip(st.main_steps, st.main_cycles, st.main_phases, st.main_genes)
+                if (c <= cycle and p != "final") or name.which == "final"]
+        if not rows:
+            raise RunFolderError(f"the parent's journal does not reach {src.name}; fork from an earlier archive")
+        return cycle, rows[-1][0], Genes.from_dict(rows[-1][1])
+    b = st.branches.get((name.cycle, name.member)) if name.kind == "member" else st.branches.get(
+        (name.cycle, st.winners.get(name.cycle, -1)))
+    if b is None or not b.trained:
+        raise RunFolderError(f"the parent's journal has no trained member for {src.name}")
+    genes = b.genes if name.kind == "member" else _cycle_genes(st, name.cycle) or b.genes
+    return name.cycle, b.branch_step + len(b.result_losses), Genes.from_dict(genes)
+
+
+def _cycle_genes(st: RunState, cycle: int) -> dict[str, Any] | None:
+    """The main line's genes right after cycle ``cycle``'s decision (a crossover child's genes)."""
+    for c, p, g in zip(st.main_cycles, st.main_phases, st.main_genes):
+        if c == cycle and p == "fixing":
+            return g
+    return None

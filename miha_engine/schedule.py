@@ -235,7 +235,7 @@ def replay(schedule: str | Path, model, data, run_dir: str | Path | None = None,
                     # the run trained these epochs as member (cycle, member): the same seeds, then the
                     # main line's seed after that cycle
                     result, trained = backend.train_member(genes, backend.snapshot(genes), seg.cycle, seg.member,
-                                                           on_epoch)
+                                                           seg.epochs, on_epoch)
                     backend.set_main(trained.snapshot(), genes)
                     backend.reseed(main_line_seed(seed, seg.cycle))
                     reseeded = seg.cycle

@@ -56,6 +56,8 @@ class RunState:
     branches: dict[tuple[int, int], Branch] = field(default_factory=dict)
     winners: dict[int, int] = field(default_factory=dict)
     decisions: dict[int, str] = field(default_factory=dict)
+    #: settings changed during the run, by the cycle they apply from
+    edits: dict[int, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     archives: dict[str, str] = field(default_factory=dict)
     epochs_done: int = 0
@@ -89,6 +91,7 @@ class RunState:
         self.branches = {k: b for k, b in self.branches.items() if k[0] <= e.cycle}
         self.winners = {c: w for c, w in self.winners.items() if c <= e.cycle}
         self.decisions = {c: d for c, d in self.decisions.items() if c <= e.cycle}
+        self.edits = {c: d for c, d in self.edits.items() if c <= e.cycle}
         self.cycle_borders = [s for s in self.cycle_borders if s <= keep]
         if e.genes is not None:
             self.genes = e.genes
@@ -157,6 +160,12 @@ class RunState:
                 self._append_main(b.branch_step + i + 1, loss, vals[i] if i < len(vals) else None, "member",
                                   e.cycle, i + 1)
             self.genes = saved
+
+    def _on_config_changed(self, e: ev.ConfigChanged) -> None:
+        self.config = e.config
+        self.total_epochs, self.lineage_epochs = e.total_epochs, e.lineage_epochs
+        self.edits[e.cycle] = dict(e.changes)
+        self.notes.append(f"from cycle {e.cycle}: " + ", ".join(f"{k} = {v}" for k, v in e.changes.items()))
 
     def _on_genes_changed(self, e: ev.GenesChanged) -> None:
         self.genes = e.genes

@@ -121,7 +121,6 @@ class FakeBackend:
         from pathlib import Path
 
         from .config import RunConfig
-        from .genes import Genes
 
         root = Path(run_dir)
         info = json.loads((root / "run.json").read_text())
@@ -129,7 +128,17 @@ class FakeBackend:
         state_path = root / "state.json"
         archive = root / (json.loads(state_path.read_text())["model"] if state_path.exists()
                           else "model/model_source.keras")
-        saved = json.loads(archive.read_text())
+        return cls.from_archive(config, archive, **kwargs)
+
+    @classmethod
+    def from_archive(cls, config, archive, **kwargs) -> FakeBackend:
+        """The fake set-up whose model is the state saved in ``archive`` (a fork starts so)."""
+        import json
+        from pathlib import Path
+
+        from .genes import Genes
+
+        saved = json.loads(Path(archive).read_text())
         return cls(config, distance=saved["distance"], genes=Genes.from_dict(saved["genes"]), **kwargs)
 
     # -- the fake model's physics ----------------------------------------------------------
@@ -215,11 +224,10 @@ class FakeBackend:
     def save_main(self, path) -> None:
         self._write(path, self.distance, self.genes)
 
-    def train_member(self, genes, parent, cycle: int, index: int, on_epoch):
+    def train_member(self, genes, parent, cycle: int, index: int, epochs: int, on_epoch):
         self.trained_members.append((cycle, index))
         curve = self.script.get((cycle, index))
-        result, distance = self._epochs(float(parent.weights[0][0]), genes, self.config.candidate_epochs, on_epoch,
-                                        curve)
+        result, distance = self._epochs(float(parent.weights[0][0]), genes, epochs, on_epoch, curve)
         return result, _FakeMember(self, distance, genes)
 
     def holdout_loss(self, snap, genes, weights=None) -> float:

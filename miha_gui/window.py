@@ -282,7 +282,9 @@ class MainWindow(QMainWindow):
             cfg = None
         execution = None
         if cfg is not None:
-            execution = {k: getattr(cfg, k) for k in RunConfig.resumable_fields()}
+            # how members train, and the live settings (applied from the next cycle where they differ)
+            execution = {k: getattr(cfg, k) for k in RunConfig.resumable_fields() + RunConfig.live_fields()}
+            execution["search"] = cfg.search.to_dict()
         job = Job("resume", {"run_dir": str(run_dir), "execution": execution})
 
         self.state = replay(run_dir)

@@ -172,7 +172,7 @@ def test_resume_may_change_only_how_members_train(tmp_path):
     token = me.CancelToken()
     _run(tmp_path, listeners=[lambda e: isinstance(e, ev.CycleDone) and token.cancel()], cancel=token)
     root = tmp_path / "run"
-    with pytest.raises(me.InputError, match="only how members train"):
+    with pytest.raises(me.InputError, match="resume can change how members train"):
         resume(root, execution={"cycles": 9}, backend=FakeBackend.for_resume(root))
     assert json.loads((root / "run.json").read_text())["status"] == "cancelled"  # untouched
     res = resume(root, execution={"steps_per_execution": 4, "jit_compile": False},

@@ -187,7 +187,7 @@ def test_stopped_local_run_resumes_on_ray(cluster, ds, tmp_path):
 
     first = me.run(dense_classifier(), ds, CFG, run_dir=tmp_path / "r", cancel=token, listeners=[stop_after_cycle_1])
     assert first.status == "cancelled"
-    with pytest.raises(me.InputError, match="resume can change only how members train"):
+    with pytest.raises(me.InputError, match="resume can change how members train"):
         me.resume(tmp_path / "r", data=ds, execution={"cycles": 9})
     res = me.resume(tmp_path / "r", data=ds, execution={"evaluator": "ray"})
     assert res.status == "finished" and len(res.history) == CFG.lineage_epochs

@@ -49,9 +49,12 @@ def test_the_cli_offers_every_field_with_its_help_and_choices():
 def test_resume_everywhere_changes_exactly_the_resumable_fields():
     resumable = set(RunConfig.resumable_fields())
     assert resumable == {"evaluator", "ray_address", "ray_cpus_per_member", "ray_gpus_per_member",
-                         "ray_max_retries", "steps_per_execution", "jit_compile"}
-    resume_opts = set(_actions(_subparser("resume"))) - {"run_dir", "data", "quiet"}
-    assert resume_opts == resumable
+                         "ray_max_retries", "steps_per_execution", "jit_compile", "tensorboard"}
+    live = set(RunConfig.live_fields())
+    assert live == {"candidate_epochs", "fixing_epochs", "population_size", "search"}
+    resume_opts = set(_actions(_subparser("resume"))) - {"run_dir", "data", "quiet", "verbose"}
+    # the search space's own options stand for the "search" field
+    assert resume_opts == resumable | live - {"search"} | {"search", "optimizers", "activations"}
     args = cli._parser().parse_args(["resume", "r", "--steps-per-execution", "8", "--no-xla", "--ray-address", "h:1"])
     assert cli.config_changes(args, resumable_only=True) == {"steps_per_execution": 8, "jit_compile": False,
                                                              "ray_address": "h:1", "evaluator": "ray"}
@@ -87,5 +90,5 @@ def test_the_app_reads_defaults_ranges_and_the_epoch_formula_from_the_config(qtb
     monkeypatch.setattr(w, "_start", lambda job: sent.update(job.kwargs))
     monkeypatch.setattr("miha_gui.window.replay", lambda path: w.state)
     assert w.resume_run()
-    assert set(sent["execution"]) == set(RunConfig.resumable_fields())
+    assert set(sent["execution"]) == set(RunConfig.resumable_fields()) | set(RunConfig.live_fields())
     assert sent["execution"]["jit_compile"] is True and sent["execution"]["steps_per_execution"] == 8
