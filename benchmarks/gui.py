@@ -33,7 +33,7 @@ def launch_time(extra: list[str], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def stall_during_demo_run() -> dict:
+def stall_during_demo_run(tab: str = "plots") -> dict:
     from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -44,6 +44,8 @@ def stall_during_demo_run() -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="miha-gui-bench-"))
     w = MainWindow(QSettings(str(tmp / "s.ini"), QSettings.IniFormat))
     w.show()
+    if tab == "genealogy":
+        w.views.setCurrentWidget(w.genealogy)
     load_demo(w)
     w.panel.run_dir.setText(str(tmp / "runs"))
     deadline = time.perf_counter() + 120
@@ -96,9 +98,23 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--quick", action="store_true", help="one launch of each kind instead of the median of three")
     ap.add_argument("--no-report", action="store_true", help="write only the JSON (run_all.py writes the report)")
+    ap.add_argument("--tab", choices=("plots", "genealogy"), default="plots",
+                    help="the view shown beside the plots while the demo run trains")
+    ap.add_argument("--stall-only", type=int, metavar="RUNS", default=0,
+                    help="only measure the longest stall, over RUNS demo runs, and write gui-stall-<tab>.json")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.stall_only:
+        runs = [stall_during_demo_run(args.tab) for _ in range(args.stall_only)]
+        longest = [r["longest_stall_ms"] for r in runs]
+        print(f"longest GUI stall with the {args.tab} tab shown, {len(runs)} demo runs: "
+              + ", ".join(f"{v:.0f}" for v in longest) + f" ms (max {max(longest):.0f} ms)")
+        (out / f"gui-stall-{args.tab}.json").write_text(json.dumps({"records": [
+            {"system": "miha-gui", "task": "app", "seed": i, "epochs": 0, "wall_s": r["run_wall_s"],
+             "metric": "longest_stall_ms", "value": r["longest_stall_ms"], "config": {"tab": args.tab, **r}}
+            for i, r in enumerate(runs)]}, indent=2))
+        return
     repeats = 1 if args.quick else 3
     plain = launch_time([], repeats)
     demo = launch_time(["--demo"], repeats)

@@ -37,7 +37,10 @@ def main() -> None:
     w.show()
     load_demo(w)
     w.panel.run_dir.setText(str(tmp / "runs"))
-    app.processEvents()
+    deadline = time.time() + 120
+    while not w.run_action.isEnabled() and time.time() < deadline:  # the demo model is inspected in a child
+        app.processEvents()
+        time.sleep(0.02)
     w.grab().save(str(out / "1-before.png"))
     w.start_run()
     shot_taken = False
@@ -55,7 +58,31 @@ def main() -> None:
     app.processEvents()
     w.tabs.setCurrentIndex(0)
     w.grab().save(str(out / "3-after.png"))
-    print(f"screenshots in {out}; run folder {w.run_dir}; status {w.state.status}")
+    # the views beside the plots
+    w.views.setCurrentWidget(w.genealogy)
+    w._refresh()
+    app.processEvents()
+    key = next(k for k in w.genealogy.member_nodes() if k.cycle == 2)
+    w.genealogy.hover(key)
+    w.genealogy.click(key)
+    app.processEvents()
+    w.grab().save(str(out / "4-genealogy.png"))
+    w.genealogy.export(out / "genealogy.svg")
+    w.views.setCurrentWidget(w.insight)
+    app.processEvents()
+    w.grab().save(str(out / "5-insight.png"))
+    # a fork from cycle 2's winner with a wider population, then both runs compared
+    parent = w.run_dir
+    w.panel.params["population_size"].setValue(6)
+    w.fork_from(str(parent / "model" / "model_2.keras"))
+    while w.running and time.time() < deadline + 600:
+        app.processEvents()
+        time.sleep(0.02)
+    dialog = w.compare_runs([parent, w.run_dir])
+    dialog.resize(1100, 700)
+    app.processEvents()
+    dialog.grab().save(str(out / "6-compare.png"))
+    print(f"screenshots in {out}; run folder {parent}; fork {w.run_dir}; status {w.state.status}")
     w.close()
 
 

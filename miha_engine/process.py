@@ -30,9 +30,9 @@ class ProcessCancelToken(CancelToken):
 
 @dataclass(frozen=True)
 class Job:
-    """What to run: ``kind`` is "run", "resume" or "replay"; ``kwargs`` go to :func:`miha_engine.run`,
-    :func:`miha_engine.resume` or :func:`miha_engine.replay` (plain picklable values: paths, a
-    RunConfig, flags)."""
+    """What to run: ``kind`` is "run", "resume", "replay" or "fork"; ``kwargs`` go to
+    :func:`miha_engine.run`, :func:`miha_engine.resume`, :func:`miha_engine.replay` or
+    :func:`miha_engine.fork` (plain picklable values: paths, a RunConfig, flags)."""
 
     kind: str
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -47,15 +47,31 @@ def _watch_parent(cancel_event, parent: int) -> None:
         time.sleep(0.5)
 
 
-def _child(job: Job, out, cancel_event, parent: int | None = None) -> None:
+class QueueEdits:
+    """Live edits sent by the app through a multiprocessing queue (the loop polls at each cycle)."""
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+
+    def poll(self) -> dict | None:
+        changes: dict = {}
+        while True:
+            try:
+                changes.update(self.queue.get_nowait())
+            except (queue_module.Empty, OSError, ValueError):
+                return changes or None
+
+
+def _child(job: Job, out, cancel_event, parent: int | None = None, edits=None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(cancel_event, parent), daemon=True).start()
     try:
         from . import runner, schedule
 
-        fn = {"run": runner.run, "resume": runner.resume, "replay": schedule.replay}[job.kind]
-        result = fn(**job.kwargs, listeners=[out.put], cancel=ProcessCancelToken(cancel_event))
+        fn = {"run": runner.run, "resume": runner.resume, "replay": schedule.replay, "fork": runner.fork}[job.kind]
+        extra = {"edits": QueueEdits(edits)} if edits is not None and job.kind != "replay" else {}
+        result = fn(**job.kwargs, listeners=[out.put], cancel=ProcessCancelToken(cancel_event), **extra)
         out.put(("done", result))
     except InputError as exc:
         out.put(("failed", str(exc), True))
@@ -75,8 +91,13 @@ class EngineProcess:
         self.queue = ctx.Queue()
         self.cancel_event = ctx.Event()
         self.cancel = ProcessCancelToken(self.cancel_event)
-        self.process = ctx.Process(target=_child, args=(job, self.queue, self.cancel_event, os.getpid()),
+        self.edits = ctx.Queue()
+        self.process = ctx.Process(target=_child, args=(job, self.queue, self.cancel_event, os.getpid(), self.edits),
                                    daemon=True, name="miha-engine")
+
+    def send_edits(self, changes: dict) -> None:
+        """Settings for the loop to apply from its next cycle (n, k, pop_size, the search space)."""
+        self.edits.put(dict(changes))
 
     def start(self) -> None:
         self.process.start()

@@ -574,22 +574,28 @@ def _start_run(folder: RunFolder, backend: Backend, config: RunConfig, listeners
                source_path: str | None, data_source: str | None, target: str | None, unsafe_model: bool,
                edits: LiveEdits | None) -> RunResult:
     genes = backend.initial_genes()
-    data_info = backend.data
-    info = {
-        "format": 1, "status": "running", "config": config.to_dict(), "seed": config.seed,
-        "versions": _versions(backend), "device": backend.device, "started_at": _now(),
-        "model_source": source_path, "data_source": data_source, "target": target, "unsafe_model": unsafe_model,
-        "total_epochs": config.total_epochs, "lineage_epochs": config.lineage_epochs,
-        "data": {"train": data_info.n_train, "validation": 0 if data_info.x_val is None else len(data_info.x_val),
-                 "test": 0 if data_info.x_test is None else len(data_info.x_test)},
-        "genes_initial": genes.to_dict(),
-        "search_context": backend.search_context(),
-        "framework_log": backend.startup_log,
-    }
+    info = _run_info(backend, config, genes, source_path, data_source, target, unsafe_model)
     folder.write_run(info)
     loop = _Loop(folder, config, backend, listeners, cancel, RunState(), info, edits)
     loop.write_views()
     return loop.run(Checkpoint(None, 0, genes))
+
+
+def _run_info(backend: Backend, config: RunConfig, genes: Genes, source_path: str | None, data_source: str | None,
+              target: str | None, unsafe_model: bool, search_context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """run.json as a run starts: what it is, on what, and with which versions."""
+    data = backend.data
+    return {
+        "format": 1, "status": "running", "config": config.to_dict(), "seed": config.seed,
+        "versions": _versions(backend), "device": backend.device, "started_at": _now(),
+        "model_source": source_path, "data_source": data_source, "target": target, "unsafe_model": unsafe_model,
+        "total_epochs": config.total_epochs, "lineage_epochs": config.lineage_epochs,
+        "data": {"train": data.n_train, "validation": 0 if data.x_val is None else len(data.x_val),
+                 "test": 0 if data.x_test is None else len(data.x_test)},
+        "genes_initial": genes.to_dict(),
+        "search_context": search_context or backend.search_context(),
+        "framework_log": backend.startup_log,
+    }
 
 
 def resume(
@@ -765,17 +771,10 @@ def fork(
         for copy_name in copies:
             atomic_write(folder.model_path(copy_name), lambda tmp: shutil.copyfile(src, tmp))
         start = Checkpoint(completed, step, genes) if completed is not None else Checkpoint(None, 0, genes)
-        info = {
-            "format": 1, "status": "running", "config": config.to_dict(), "seed": config.seed,
-            "versions": _versions(backend), "device": backend.device, "started_at": _now(),
-            "model_source": str(src.resolve()), "data_source": data_source or pinfo.get("data_source"),
-            "target": target or pinfo.get("target"), "unsafe_model": bool(pinfo.get("unsafe_model")),
-            "total_epochs": None, "lineage_epochs": None, "genes_initial": genes.to_dict(),
-            "search_context": pinfo.get("search_context") or backend.search_context(),
-            "framework_log": backend.startup_log,
-            "forked_from": {"run": str(parent.root.resolve()), "archive": str(src.relative_to(parent.root)),
-                            "cycle": completed, "step": step, "parent_genes": genes.to_dict()},
-        }
+        info = _run_info(backend, config, genes, str(src.resolve()), data_source or pinfo.get("data_source"),
+                         target or pinfo.get("target"), bool(pinfo.get("unsafe_model")), pinfo.get("search_context"))
+        info["forked_from"] = {"run": str(parent.root.resolve()), "archive": str(src.relative_to(parent.root)),
+                               "cycle": completed, "step": step, "parent_genes": genes.to_dict()}
         loop = _Loop(folder, config, backend, listeners, cancel, RunState(), info, edits)
         total, lineage = loop._totals(start)
         info.update(total_epochs=total, lineage_epochs=lineage)

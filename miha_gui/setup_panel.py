@@ -128,7 +128,7 @@ class SetupPanel(QWidget):
         outer.setContentsMargins(4, 4, 4, 4)
 
         # -- model and data ----------------------------------------------------------------
-        files = QGroupBox("Model and data")
+        files = self._files_group = QGroupBox("Model and data")
         fl = QGridLayout(files)
         self.model_edit, self.model_btn, self.model_summary = _file_row(
             "a saved Keras model (.keras, .h5)", "No model loaded.", self._browse_model)
@@ -255,13 +255,14 @@ class SetupPanel(QWidget):
         sel.addWidget(self.selection_radio)
         sel.addWidget(self.crossover_radio)
         sl.addLayout(sel)
+        self._selection_widgets = (self.selection_radio, self.crossover_radio)
         self.control = QCheckBox("Control member (member 0 keeps the genes)")
         self.control.setToolTip("Member 0 of each population is trained without any mutation, as a control")
         sl.addWidget(self.control)
         outer.addWidget(search)
 
         # -- execution ---------------------------------------------------------------------
-        execution = QGroupBox("Execution")
+        execution = self._execution_group = QGroupBox("Execution")
         el = QHBoxLayout(execution)
         el.addWidget(QLabel("Batches per compiled call"))
         self.spe = QSpinBox()
@@ -276,10 +277,11 @@ class SetupPanel(QWidget):
         el.addWidget(self.xla)
         el.addStretch(1)
         outer.addWidget(execution)
-        outer.addWidget(self._build_population_group())
+        self._population_group = self._build_population_group()
+        outer.addWidget(self._population_group)
 
         # -- output ------------------------------------------------------------------------
-        out = QGroupBox("Run folder")
+        out = self._out_group = QGroupBox("Run folder")
         ol = QGridLayout(out)
         self.run_dir = QLineEdit(str(default_run_base()))
         self.run_dir.setToolTip("each run gets its own sub-folder miha-<date>-<time> here (by default in your "
@@ -296,6 +298,24 @@ class SetupPanel(QWidget):
         outer.addStretch(1)
         self._update_enabled()
         self._update_totals()
+
+    def set_running(self, running: bool) -> None:
+        """While a run goes, only the live settings stay editable: n, k, pop_size and the search
+        space (they apply from the next cycle); the rest is fixed for the run."""
+        if running == getattr(self, "live", None):
+            return
+        live = set(RunConfig.live_fields())
+        for group in (self._files_group, self._execution_group, self._population_group, self._out_group):
+            group.setEnabled(not running)
+        for key, widget in self.params.items():
+            widget.setEnabled(not running or key in live)
+        for w in (self.batch, self.seed, self.control, *self._selection_widgets):
+            w.setEnabled(not running)
+        for w in (*self.kind_boxes.values(), self.opt_group, self.act_group, self.bs_lo, self.bs_hi,
+                  self.lr_lo, self.lr_hi):
+            w.setEnabled("search" in live or not running)
+        self._apply_enabled()
+        self.live = running
 
     # -- file loading -------------------------------------------------------------------------
     def _browse_model(self) -> None:
@@ -397,13 +417,19 @@ class SetupPanel(QWidget):
 
     # -- totals ------------------------------------------------------------------------------
     def _update_enabled(self) -> None:
+        self._apply_enabled()
+        self.changed.emit()
+
+    def _apply_enabled(self) -> None:
+        """Each search range is editable only while its gene kind is ticked."""
+        for box in self.kind_boxes.values():
+            box.setEnabled(True)
         self.opt_group.setEnabled(self.kind_boxes["optimizer"].isChecked())
         self.act_group.setEnabled(self.kind_boxes["activation"].isChecked())
         for w in (self.bs_lo, self.bs_hi):
             w.setEnabled(self.kind_boxes["batch_size"].isChecked())
         for w in (self.lr_lo, self.lr_hi):
             w.setEnabled(self.kind_boxes["learning_rate"].isChecked())
-        self.changed.emit()
 
     def _update_totals(self) -> None:
         v = {k: w.value() for k, w in self.params.items()}

@@ -132,6 +132,7 @@ class RunBrowser(QTreeView):
     exportRequested = Signal(str)
     scheduleRequested = Signal()
     replayRequested = Signal()
+    forkRequested = Signal(str)
 
     def __init__(self):
         super().__init__()
@@ -163,6 +164,15 @@ class RunBrowser(QTreeView):
         idx = self.fs.setRootPath(str(self.root))
         self.setRootIndex(idx)
         self.expandAll()
+
+    def select(self, path: str | Path) -> bool:
+        """Select and show a file of the run folder (the genealogy's clicks land here)."""
+        index = self.fs.index(str(path))
+        if not index.isValid():
+            return False
+        self.setCurrentIndex(index)
+        self.scrollTo(index)
+        return True
 
     def listed_files(self) -> list[str]:
         """Names of the files the view lists now (for tests and the status bar)."""
@@ -197,6 +207,8 @@ class RunBrowser(QTreeView):
             if path.endswith((".keras", ".h5")):
                 menu.addAction("Show summary", lambda: self.modelActivated.emit(path))
                 menu.addAction("Export…", lambda: self.exportRequested.emit(path))
+                if parse_archive_name(Path(path).name) is not None:
+                    menu.addAction("Fork from here…", lambda: self.forkRequested.emit(path))
             menu.addAction("Show in folder", lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent))))
             menu.addSeparator()
         menu.addAction("Write the lineage's schedule…", self.scheduleRequested.emit)

@@ -43,6 +43,8 @@ from miha_engine.process import Job
 from miha_engine.state import RunState, replay
 
 from . import resources
+from .explore import CompareDialog, InsightPanel
+from .genealogy import GenealogyView
 from .inspector import ModelInspector, engine_message
 from .plots import FitnessPlot, GenesPlot, LossPlot
 from .setup_panel import SetupPanel, format_duration
@@ -81,12 +83,14 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self.last_result = None
         self._export: QProcess | None = None
+        self._sent_edits: dict = {}
         self._dirty = False
         self._dialogs: list[QMessageBox] = []
 
         self.panel = SetupPanel()
         self.panel.error.connect(self.show_error)
         self.panel.changed.connect(self._update_buttons)
+        self.panel.changed.connect(self._panel_changed_while_running)
         scroll = QScrollArea()
         scroll.setWidget(self.panel)
         scroll.setWidgetResizable(True)
@@ -116,11 +120,33 @@ class MainWindow(QMainWindow):
         tabs.addTab(self.table, "Population")
         tabs.addTab(log_page, "Log")
         self.tabs = tabs
+        plots = QSplitter(Qt.Vertical)
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(lower_plots)
+        plots.setSizes([420, 260])
+        self.genealogy = GenealogyView()
+        self.genealogy.archiveClicked.connect(self._select_archive)
+        self.genealogy.parentRequested.connect(self.open_run)
+        self.genealogy.export_btn.clicked.connect(self._browse_export_genealogy)
+        self.insight = InsightPanel()
+        self.views = QTabWidget()
+        self.views.addTab(plots, "Plots")
+        self.views.addTab(self.genealogy, "Genealogy")
+        self.views.addTab(self.insight, "Insight")
+        self.views.currentChanged.connect(lambda _i: self._refresh_views(force=True))
+        self.edit_banner = QLabel("")
+        self.edit_banner.setWordWrap(True)
+        self.edit_banner.setStyleSheet("background:#fff3bf; color:#5c3c00; padding:4px; border-radius:3px")
+        self.edit_banner.hide()
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.edit_banner)
+        top_layout.addWidget(self.views, 1)
         centre = QSplitter(Qt.Vertical)
-        centre.addWidget(self.loss_plot)
-        centre.addWidget(lower_plots)
+        centre.addWidget(top)
         centre.addWidget(tabs)
-        centre.setSizes([420, 260, 220])
+        centre.setSizes([680, 220])
 
         self.browser = RunBrowser()
         self.browser.modelActivated.connect(self.show_model_summary)
@@ -129,6 +155,7 @@ class MainWindow(QMainWindow):
         self.browser.exportRequested.connect(self.export_archive)
         self.browser.scheduleRequested.connect(self.write_schedule)
         self.browser.replayRequested.connect(self.replay_schedule)
+        self.browser.forkRequested.connect(self.fork_from)
         self.browser_label = QLabel("No run folder yet.")
         self.browser_label.setWordWrap(True)
         self.export_btn = QPushButton("Export best model…")
@@ -184,6 +211,7 @@ class MainWindow(QMainWindow):
         self.export_action = QAction("Export best model…", self, triggered=lambda: self.export_best("best"))
         self.export_final_action = QAction("Export final model…", self, triggered=lambda: self.export_best("final"))
         self.plots_action = QAction("Export plots…", self, triggered=self._browse_export_plots)
+        self.compare_action = QAction("Compare runs…", self, triggered=self.compare_runs)
         self.schedule_action = QAction("Write the lineage's schedule…", self, triggered=self.write_schedule)
         self.replay_action = QAction("Replay a schedule…", self, triggered=self.replay_schedule)
         self.about_action = QAction("About", self, triggered=self.about)
@@ -198,6 +226,7 @@ class MainWindow(QMainWindow):
         for a in (self.open_action, self.export_action, self.export_final_action, self.plots_action):
             menu.addAction(a)
         menu.addSeparator()
+        menu.addAction(self.compare_action)
         menu.addAction(self.schedule_action)
         menu.addAction(self.replay_action)
         menu.addSeparator()
@@ -225,7 +254,7 @@ class MainWindow(QMainWindow):
         self.schedule_action.setEnabled(not running and self.run_dir is not None
                                         and (self.run_dir / "history.csv").exists())
         self.replay_action.setEnabled(not running)
-        self.panel.setEnabled(not running)
+        self.panel.set_running(running)
 
     # -- messages --------------------------------------------------------------------------------
     @Slot(str)
@@ -268,6 +297,8 @@ class MainWindow(QMainWindow):
         self._set_run_dir(run_dir, create_later=True)
         self.log_line(f"run started in {run_dir}: {config.total_epochs} epochs")
         self._start(job)
+        self.statusBar().showMessage("Training. n, k, pop_size and the search space stay editable: a change applies "
+                                     "from the next cycle.")
         return True
 
     @Slot()
@@ -295,6 +326,8 @@ class MainWindow(QMainWindow):
     def _start(self, job) -> None:
         self.last_error = ""
         self.last_result = None
+        self._sent_edits = {}
+        self.edit_banner.hide()
         self.thread, self.worker = start_worker(self, job)
         self.worker.event.connect(self.on_event)
         self.worker.done.connect(self.on_done)
@@ -323,6 +356,12 @@ class MainWindow(QMainWindow):
             self.log_line(f"  member {event.member}: fitness {event.fitness:.4g}; losses " + ", ".join(f"{v:.4g}" for v in (event.val_losses or event.losses)))
         elif isinstance(event, ev.CycleDone):
             self.log_line(f"cycle {event.cycle}: {event.decision}")
+        elif isinstance(event, ev.ConfigChanged):
+            what = ", ".join(f"{k} = {v}" if k != "search" else "search space" for k, v in event.changes.items())
+            self.log_line(f"from cycle {event.cycle}: {what}")
+            self.edit_banner.setText(f"Applied from cycle {event.cycle}: {what}")
+            self.edit_banner.show()
+            self._sent_edits = {}
         elif isinstance(event, ev.Note):
             self.log_line(f"note: {event.message}")
         elif isinstance(event, ev.RunFinished):
@@ -362,6 +401,7 @@ class MainWindow(QMainWindow):
             except Exception as exc:  # noqa: BLE001 - a plot export must not break the app
                 self.log_line(f"could not save learning_history.png: {exc}")
         self.progress.setFormat(self.state.status)
+        self._refresh_views(force=True)
         self._update_buttons()
 
     # -- drawing ---------------------------------------------------------------------------------
@@ -391,6 +431,7 @@ class MainWindow(QMainWindow):
         self.fitness_plot.refresh(st)
         self.genes_plot.refresh(st)
         self.table.refresh(st)
+        self._refresh_views()
         self.progress.setValue(int(st.progress * 100))
         if self.running:
             where = (f"cycle {st.current_cycle}/{st.config.get('cycles', '?')}"
@@ -398,6 +439,118 @@ class MainWindow(QMainWindow):
             eta = st.eta_seconds()
             self.progress.setFormat(f"{where} — epoch {st.epochs_done}/{st.total_epochs}"
                                     + (f" — ETA {format_duration(eta)}" if eta is not None else ""))
+
+    def _refresh_views(self, force: bool = False) -> None:
+        """The genealogy and insight tabs, only while shown (they cost more than a curve's update)."""
+        current = self.views.currentWidget()
+        if current is self.genealogy:
+            self.genealogy.refresh(self.state, self.run_dir, self._forked_from())
+        elif current is self.insight and (force or not self.running) and self.run_dir is not None \
+                and (self.run_dir / "events.jsonl").exists():
+            if force or self.insight.runs != [self.run_dir]:
+                self.insight.refresh([self.run_dir])
+
+    def _forked_from(self) -> dict | None:
+        if self.run_dir is None or not (self.run_dir / "run.json").exists():
+            return None
+        if getattr(self, "_fork_cache", (None, None))[0] != self.run_dir:
+            try:
+                info = json.loads((self.run_dir / "run.json").read_text())
+            except (OSError, ValueError):
+                info = {}
+            self._fork_cache = (self.run_dir, info.get("forked_from"))
+        return self._fork_cache[1]
+
+    @Slot(str)
+    def _select_archive(self, relative: str) -> None:
+        if self.run_dir is None:
+            return
+        path = self.run_dir / relative
+        if self.browser.select(path):
+            self.statusBar().showMessage(describe_archive(path.name, self.state))
+        else:
+            self.statusBar().showMessage(f"{relative} is not in the run folder (dropped, or not saved yet)")
+
+    def _browse_export_genealogy(self) -> None:
+        start = str((self.run_dir or Path.cwd()) / "genealogy.png")
+        out, _ = QFileDialog.getSaveFileName(self, "Export the genealogy", start, "PNG image (*.png);;SVG drawing (*.svg)")
+        if out:
+            try:
+                self.genealogy.export(out)
+                self.statusBar().showMessage(f"Genealogy saved to {out}")
+            except OSError as exc:
+                self.show_error(f"Could not save the genealogy: {exc}")
+
+    # -- live edits, forks, comparison ------------------------------------------------------------
+    @Slot()
+    def _panel_changed_while_running(self) -> None:
+        """A live setting (n, k, pop_size, the search space) changed during a run: send it to the
+        engine, which applies it from the next cycle; the banner says so."""
+        if not self.running or self.worker is None:
+            return
+        running = RunConfig.from_dict(self.state.config) if self.state.config else None
+        if running is None:
+            return
+        try:
+            wanted = self.panel.config()
+        except InputError as exc:
+            self.edit_banner.setText(f"This edit cannot apply: {exc}")
+            self.edit_banner.show()
+            return
+        changes = [k for k in RunConfig.live_fields() if getattr(wanted, k) != getattr(running, k)]
+        # every live setting goes, not only the changed ones: the last message wins, so an edit
+        # taken back before the next cycle is taken back in the engine too
+        message = {k: getattr(wanted, k) for k in RunConfig.live_fields()}
+        message["search"] = wanted.search.to_dict()
+        if message == self._sent_edits:
+            return
+        self._sent_edits = dict(message)
+        self.worker.engine.send_edits(message)
+        cycle = min(self.state.current_cycle + 1, int(self.state.config.get("cycles", 0)))
+        if changes:
+            what = ", ".join(f"{k} {getattr(running, k)} → {getattr(wanted, k)}" if k != "search" else "search space"
+                             for k in changes)
+            self.edit_banner.setText(f"Applies from cycle {cycle}: {what}")
+        else:
+            self.edit_banner.setText("Edits withdrawn: the settings stay as the run has them")
+        self.edit_banner.show()
+
+    @Slot(str)
+    def fork_from(self, archive: str) -> bool:
+        """Start a what-if run from an archive of the open run, with the panel's settings (the run's
+        own, unless you changed them) and dataset."""
+        if self.running or self.run_dir is None:
+            return False
+        try:
+            cfg = self.panel.config()
+            parent = RunConfig.from_dict(json.loads((self.run_dir / "run.json").read_text())["config"])
+        except (InputError, OSError, ValueError, KeyError) as exc:
+            self.show_error(f"Cannot fork: {exc}")
+            return False
+        changes = {k: getattr(cfg, k) for k in RunConfig.options() if getattr(cfg, k) != getattr(parent, k)}
+        if "search" in changes:
+            changes["search"] = cfg.search.to_dict()
+        from miha_engine.runner import default_run_dir
+
+        new_dir = default_run_dir(self.panel.run_dir.text() or "runs")
+        kwargs = {"run_dir": str(self.run_dir), "archive": str(archive), "new_run_dir": str(new_dir),
+                  "changes": changes or None}
+        if self.panel.data_path is not None:
+            kwargs["data"] = str(self.panel.data_path)
+        self._clear_run()
+        self._set_run_dir(new_dir, create_later=True)
+        self.log_line(f"forking {Path(archive).name} of {kwargs['run_dir']} into {new_dir}"
+                      + (f" with {', '.join(changes)} changed" if changes else ""))
+        self._start(Job("fork", kwargs))
+        return True
+
+    @Slot()
+    def compare_runs(self, folders: list[str | Path] | None = None) -> CompareDialog:
+        runs = [Path(f) for f in folders] if folders is not None else ([self.run_dir] if self.run_dir else [])
+        dialog = CompareDialog(self, runs)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
 
     # -- run folders and export ------------------------------------------------------------------
     def _browse_run(self) -> None:

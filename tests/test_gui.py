@@ -391,3 +391,91 @@ def test_app_words_and_folders(qtbot, win, tmp_path):
     assert "Allow unsafe model code" in win.panel.model_summary.text()
     win.panel.unsafe.setChecked(True)
     assert load_model_into(qtbot, win.panel, lam)
+
+
+def test_genealogy_insight_fork_and_compare(qtbot, win, files, tmp_path):
+    """The genealogy tab draws one node per member and the winner path of population.json, live and
+    from the folder; a click selects the archive; the insight tab's counts are the journal's; a
+    fork from the browser starts from that archive and links back; runs compare, other tasks flagged."""
+    from miha_engine.insight import insight
+    from miha_engine.runlog import RunFolder
+
+    _load(win, files)
+    win.views.setCurrentWidget(win.genealogy)
+    assert win.start_run()
+    qtbot.waitUntil(lambda: len(win.genealogy.member_nodes()) >= 1, timeout=120_000)  # live, during the run
+    _wait_done(qtbot, win)
+    win._refresh()
+    pop = RunFolder(win.run_dir).read_population()
+    members = [(int(c), int(m)) for c, v in pop.items() for m in v if m != "_cycle"]
+    assert sorted((k.cycle, k.member) for k in win.genealogy.member_nodes()) == sorted(members)
+    assert win.genealogy.thick_member_nodes() == {int(c): v["_cycle"]["winner"] for c, v in pop.items()}
+    # click a member node: its archive is selected in the browser
+    key = next(k for k in win.genealogy.member_nodes() if (k.cycle, k.member) == (2, 1))
+    win.genealogy.click(key)
+    assert Path(win.browser.fs.filePath(win.browser.currentIndex())).name == "2_1_model.keras"
+    win.genealogy.hover(key)
+    assert len(win.genealogy.curve.getPlotItem().listDataItems()) == 2
+    for suffix in (".png", ".svg"):
+        out = win.genealogy.export(tmp_path / f"tree{suffix}")
+        assert out.stat().st_size > 2000
+    win.genealogy.fold.setChecked(True)
+    assert len(win.genealogy.member_nodes()) == 2  # one winner per cycle, the losers folded
+    win.genealogy.fold.setChecked(False)
+    # the insight tab counts what insight() counts from the journal
+    win.views.setCurrentWidget(win.insight)
+    want = insight([win.run_dir])
+    assert win.insight.result is not None and win.insight.result.members == want.members > 0
+    rows = {(win.insight.cell(r, 0) or None, win.insight.cell(r, 1)): win.insight.cell(r, 2)
+            for r in range(win.insight.table.rowCount())}
+    for kind, tally in want.by_kind.items():
+        assert rows[(kind, "all")] == str(tally.tried)
+    # fork from a member archive, from the browser's menu action, with one more cycle
+    parent = win.run_dir
+    win.panel.params["cycles"].setValue(3)
+    assert win.fork_from(str(parent / "population" / "2_1_model.keras"))
+    _wait_done(qtbot, win)
+    assert win.last_result.status == "finished" and win.run_dir != parent
+    fork_pop = RunFolder(win.run_dir).read_population()
+    assert sorted(fork_pop, key=int) == ["3"]
+    win.views.setCurrentWidget(win.genealogy)
+    win._refresh()
+    assert "Forked from" in win.genealogy.parent_link.text() and parent.name in win.genealogy.parent_link.text()
+    # compare the parent and the fork (same task) and a run of another task (flagged)
+    other_data = tmp_path / "other.npz"
+    from miha_engine.testing import digits
+
+    x, y, xt, yt = digits()
+    np.savez(other_data, x=x[:300], y=y[:300])
+    import miha_engine as me
+
+    me.run(str(files[0]), str(other_data), CFG.replace(cycles=1), run_dir=tmp_path / "other")
+    dialog = win.compare_runs([parent, win.run_dir, tmp_path / "other"])
+    qtbot.addWidget(dialog)
+    assert dialog.curve_count() == 3 and dialog.table.rowCount() == 3
+    assert not dialog.summaries[1].flag and "different task" in dialog.summaries[2].flag
+    assert "accuracy" in " ".join(dialog.table.horizontalHeaderItem(c).text() for c in range(dialog.table.columnCount()))
+    dialog.grab().save(str(tmp_path / "compare.png"))
+
+
+def test_a_live_edit_in_the_app_applies_from_the_next_cycle(qtbot, win, files):
+    _load(win, files, CFG.replace(cycles=3, population_size=3))
+    assert win.start_run()
+    qtbot.waitUntil(lambda: win.state.current_cycle >= 1 and win.state.current_phase == "member", timeout=120_000)
+    assert win.panel.params["population_size"].isEnabled() and not win.panel.params["cycles"].isEnabled()
+    assert not win.panel._files_group.isEnabled()
+    win.panel.params["population_size"].setValue(2)
+    assert "Applies from cycle" in win.edit_banner.text() and "population_size 3 → 2" in win.edit_banner.text()
+    _wait_done(qtbot, win)
+    from miha_engine.runlog import RunFolder
+
+    pop = RunFolder(win.run_dir).read_population()
+    sizes = [len([m for m in pop[c] if m != "_cycle"]) for c in sorted(pop, key=int)]
+    assert sizes[0] == 3 and sizes[-1] == 2  # the current cycle kept its members; later ones changed
+    applied = next(c for c, e in sorted(win.state.edits.items()) if e.get("population_size") == 2)
+    assert all(s == 3 for s in sizes[: applied - 1]) and all(s == 2 for s in sizes[applied - 1:])
+    assert "Applied from cycle" in win.edit_banner.text()
+    # replayed from the folder alone, the edit is there too
+    from miha_engine.state import replay
+
+    assert replay(win.run_dir).edits == win.state.edits
