@@ -37,6 +37,12 @@ def member_seeds(seed: int, cycle: int, index: int) -> tuple[int, int]:
     return seed * 100_003 + cycle * 1_000 + index, cycle * 1_000 + index + 1
 
 
+def main_shuffle(cycle: int) -> int:
+    """The shuffle stream of the main line's phase after cycle ``cycle`` (0: the run-up; cycles + 1:
+    the final phase): fixed by the cycle, never by how many fits ran before (a resume starts anew)."""
+    return cycle * 1_000 + 999
+
+
 def main_line_seed(seed: int, cycle: int) -> int:
     """The main line's seed after cycle ``cycle``'s population: its randomness does not depend on
     where or in what order members trained."""
@@ -68,7 +74,7 @@ class Backend(Protocol):
     def search_context(self) -> dict[str, Any]: ...
     def param_count(self) -> int: ...
     def start(self, genes: Genes) -> None: ...
-    def train_main(self, genes: Genes, epochs: int, on_epoch: EpochCallback) -> FitResult: ...
+    def train_main(self, genes: Genes, epochs: int, on_epoch: EpochCallback, shuffle: int) -> FitResult: ...
     def snapshot(self, genes: Genes) -> Snapshot: ...
     def set_main(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None) -> None: ...
     def save_main(self, path: Path) -> None: ...
@@ -194,8 +200,10 @@ class KerasBackend:
         self.main = self.pool.get(genes)
         mdl.restore(self.main, mdl.snapshot(self.model, genes), genes)
 
-    def train_main(self, genes: Genes, epochs: int, on_epoch: EpochCallback) -> FitResult:
-        return self._fit(self.main, genes, epochs, on_epoch)
+    def train_main(self, genes: Genes, epochs: int, on_epoch: EpochCallback, shuffle: int) -> FitResult:
+        """Train the main line; ``shuffle`` (see :func:`main_shuffle`) fixes the order of its batches,
+        so a resumed run shuffles exactly as an uninterrupted one."""
+        return self._fit(self.main, genes, epochs, on_epoch, shuffle=shuffle)
 
     def snapshot(self, genes: Genes) -> Snapshot:
         from . import models as mdl

@@ -337,6 +337,10 @@ def _cmd_replay(a: argparse.Namespace) -> int:
     _install_sigint(token)
     result = replay(a.schedule, a.model, a.data, run_dir=a.run_dir, listeners=[_Progress(a.quiet)], cancel=token,
                     unsafe_model=a.unsafe_model, target=a.target)
+    if result.status == "cancelled":
+        print(f"miha: replay stopped; {result.run_dir} keeps its epochs (a replay cannot be resumed: replay the "
+              "schedule again to finish)", file=sys.stderr)
+        return EXIT_CANCELLED
     return _report(result)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import events as ev
-from .backend import Backend, main_line_seed
+from .backend import Backend, main_line_seed, main_shuffle
 from .config import RunConfig, SearchSpace
 from .data import Dataset, from_arrays, load_dataset
 from .errors import Cancelled, DivergedError, InputError, MihaError, RunFolderError
@@ -181,6 +181,7 @@ class _Loop:
         self.elapsed_before = 0.0
         self.edits = edits
         self.pending_edits: dict[str, Any] = {}
+        self.kept_edits: dict[str, Any] = {}
 
     # -- events and records ------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
@@ -255,6 +256,13 @@ class _Loop:
         if how == "resumed":  # the journal's picture (and so every view) is cut back to the checkpoint here
             self.emit(ev.RunResumed(cycle=-1 if start.completed is None else start.completed, step=start.step,
                                     genes=start.genes.to_dict()))
+            if self.kept_edits:
+                first = 1 if start.completed is None else start.completed + 1
+                total, lineage = self._totals(start)
+                if start.completed is not None:
+                    total += self.state.epochs_done
+                self.emit(ev.ConfigChanged(cycle=first, changes=self.kept_edits, config=cfg.to_dict(),
+                                           total_epochs=total, lineage_epochs=lineage))
             self.write_views()
         if start.completed is None or how == "forked":
             total, lineage = self._totals(start)
@@ -280,6 +288,8 @@ class _Loop:
             self._checkpoint(0)
             first = 1
         else:
+            if start.completed >= 1:  # as the run was after that cycle's population (a resume starts anew)
+                backend.reseed(main_line_seed(cfg.seed, start.completed))
             if how == "forked":  # the archive it starts from, scored as this run's initial model
                 folder.update_run(test_initial=backend.test_metrics())
                 self.info["test_initial"] = folder.open_existing().get("test_initial")
@@ -304,7 +314,7 @@ class _Loop:
             self.emit(ev.EpochEnded(phase=phase, cycle=cycle, member=None, epoch=epoch + 1, step=self.step,
                                     loss=loss, val_loss=val, seconds=seconds))
 
-        result = self.backend.train_main(self.genes, epochs, on_epoch)
+        result = self.backend.train_main(self.genes, epochs, on_epoch, main_shuffle(cycle))
         self._flush_notes()
         if result.diverged:
             raise DivergedError(
@@ -575,8 +585,8 @@ def _start_run(folder: RunFolder, backend: Backend, config: RunConfig, listeners
                edits: LiveEdits | None) -> RunResult:
     genes = backend.initial_genes()
     info = _run_info(backend, config, genes, source_path, data_source, target, unsafe_model)
+    loop = _Loop(folder, config, backend, listeners, cancel, RunState(), info, edits)  # may refuse: before run.json
     folder.write_run(info)
-    loop = _Loop(folder, config, backend, listeners, cancel, RunState(), info, edits)
     loop.write_views()
     return loop.run(Checkpoint(None, 0, genes))
 
@@ -625,6 +635,9 @@ def resume(
 
 def _resume_locked(folder: RunFolder, data, listeners, cancel, execution, backend, edits) -> RunResult:
     info = folder.open_existing()
+    if info.get("kind") == "replay":
+        raise RunFolderError(f"{folder.root} holds a replay of a schedule, which cannot be resumed; replay the schedule "
+                             "again into a new folder")
     if info.get("status") == "finished":
         raise RunFolderError(f"the run in {folder.root} has already finished; nothing to resume")
     config = RunConfig.from_dict(info["config"])
@@ -657,9 +670,14 @@ def _resume_locked(folder: RunFolder, data, listeners, cancel, execution, backen
     state = RunState()
     for event in read_events(folder.events_path):
         state.apply(event)
-    folder.update_run(status="running", resumed_at=_now(), config=config.to_dict())
+    done = -1 if start.completed is None else start.completed
+    # edits applied after the checkpoint stay in force (run.json holds them) though the resume cuts
+    # their events: they are journalled again at the first cycle the resume trains
+    kept = {k: v for c, e in sorted(state.edits.items()) if c > done for k, v in e.items()}
     loop = _Loop(folder, config, backend, listeners, cancel, state, info, edits)
     loop.pending_edits.update(live)
+    loop.kept_edits = kept
+    folder.update_run(status="running", resumed_at=_now(), config=config.to_dict())
     return loop.run(start, "resumed")
 
 
@@ -729,16 +747,20 @@ def fork(
         raise RunFolderError(f"{archive} is not an archive of {parent.root} (fork from model_<cycle>.keras, model_init, "
                              "model_source, or a member's <cycle>_<member>_model.keras)")
     try:
-        src.resolve().relative_to(parent.root.resolve())
+        relative = src.resolve().relative_to(parent.root.resolve())
     except ValueError:
         raise RunFolderError(f"{src} does not belong to the run {parent.root}; fork from one of its own archives") from None
     st = replay_events(parent.root)
-    config = RunConfig.from_dict(pinfo["config"])
+    completed, step, genes = _fork_point(st, pinfo, name, src)
+    # the parent's settings as they were in force after that cycle (later live edits left out)
+    config = RunConfig.from_dict(st.initial_config or pinfo["config"])
+    for cycle, edit in sorted(st.edits.items()):
+        if completed is not None and cycle <= completed + 1:
+            config = config.replace(**{k: SearchSpace.from_dict(v) if k == "search" else v for k, v in edit.items()})
     if changes:
         if isinstance(changes.get("search"), dict):
             changes = {**changes, "search": SearchSpace.from_dict({**config.search.to_dict(), **changes["search"]})}
         config = config.replace(**changes)
-    completed, step, genes = _fork_point(st, pinfo, name, src)
     cancel = cancel or CancelToken()
     data_source = target = None
     if backend is None:
@@ -749,8 +771,7 @@ def fork(
             data = pinfo.get("data_source")
             if not data:
                 raise InputError("the parent run was given arrays in memory; pass the same data to fork()")
-        if isinstance(data, (str, Path)):
-            data_source = str(Path(data).resolve())
+        data_source = str(Path(data).resolve()) if isinstance(data, (str, Path)) else None
         target = pinfo.get("target")
         dataset = _as_dataset(data, target)
         if config.evaluator == "ray":
@@ -771,15 +792,19 @@ def fork(
         for copy_name in copies:
             atomic_write(folder.model_path(copy_name), lambda tmp: shutil.copyfile(src, tmp))
         start = Checkpoint(completed, step, genes) if completed is not None else Checkpoint(None, 0, genes)
-        info = _run_info(backend, config, genes, str(src.resolve()), data_source or pinfo.get("data_source"),
-                         target or pinfo.get("target"), bool(pinfo.get("unsafe_model")), pinfo.get("search_context"))
-        info["forked_from"] = {"run": str(parent.root.resolve()), "archive": str(src.relative_to(parent.root)),
+        info = _run_info(backend, config, genes, str(src.resolve()), data_source, target or pinfo.get("target"),
+                         bool(pinfo.get("unsafe_model")), pinfo.get("search_context"))
+        info["forked_from"] = {"run": str(parent.root.resolve()), "archive": str(relative),
                                "cycle": completed, "step": step, "parent_genes": genes.to_dict()}
         loop = _Loop(folder, config, backend, listeners, cancel, RunState(), info, edits)
         total, lineage = loop._totals(start)
         info.update(total_epochs=total, lineage_epochs=lineage)
         folder.write_run(info)
         loop.write_views()
+        if completed is not None:  # a checkpoint from the start: a fork stopped in its first cycle resumes there
+            folder.write_state({"completed_cycle": completed, "step": step, "genes": genes.to_dict(),
+                                "model": str(folder.model_path("init" if completed == 0 else str(completed))
+                                             .relative_to(folder.root)), "elapsed_seconds": 0.0})
         return loop.run(start, "forked" if completed is not None else "new")
 
 
@@ -794,22 +819,20 @@ def _fork_point(st: RunState, info: dict[str, Any], name, src: Path) -> tuple[in
             cycle = int(info["config"]["cycles"])
         else:
             cycle = int(name.which)
-        rows = [(s, g) for s, c, p, g in zip(st.main_steps, st.main_cycles, st.main_phases, st.main_genes)
+        rows = [s for s, c, p in zip(st.main_steps, st.main_cycles, st.main_phases)
                 if (c <= cycle and p != "final") or name.which == "final"]
-        if not rows:
+        genes = st.cycle_genes.get(cycle) if 1 <= cycle <= int(info["config"]["cycles"]) else None
+        if name.which == "final":
+            genes = st.main_genes[-1] if st.main_genes else None
+        if genes is None:  # the run-up's genes (the cycle kept the parent's when every member diverged)
+            genes = next((g for c, g in zip(reversed(st.main_cycles), reversed(st.main_genes)) if c <= cycle),
+                         info["genes_initial"])
+        if not rows and cycle > 0:
             raise RunFolderError(f"the parent's journal does not reach {src.name}; fork from an earlier archive")
-        return cycle, rows[-1][0], Genes.from_dict(rows[-1][1])
+        return cycle, rows[-1] if rows else 0, Genes.from_dict(genes)
     b = st.branches.get((name.cycle, name.member)) if name.kind == "member" else st.branches.get(
         (name.cycle, st.winners.get(name.cycle, -1)))
     if b is None or not b.trained:
         raise RunFolderError(f"the parent's journal has no trained member for {src.name}")
-    genes = b.genes if name.kind == "member" else _cycle_genes(st, name.cycle) or b.genes
+    genes = b.genes if name.kind == "member" else st.cycle_genes.get(name.cycle, b.genes)
     return name.cycle, b.branch_step + len(b.result_losses), Genes.from_dict(genes)
-
-
-def _cycle_genes(st: RunState, cycle: int) -> dict[str, Any] | None:
-    """The main line's genes right after cycle ``cycle``'s decision (a crossover child's genes)."""
-    for c, p, g in zip(st.main_cycles, st.main_phases, st.main_genes):
-        if c == cycle and p == "fixing":
-            return g
-    return None

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
-from .backend import Backend, main_line_seed
+from .backend import Backend, main_line_seed, main_shuffle
 from .config import RunConfig
-from .errors import InputError, ScheduleError
+from .errors import Cancelled, InputError, ScheduleError
 from .genes import Genes
 from .runlog import RunFolder, describe_file
 from .state import RunState
@@ -69,6 +69,10 @@ def schedule_from_run(run_dir: str | Path) -> dict[str, Any]:
     rows = folder.read_history()
     if not rows:
         raise ScheduleError(f"{folder.root} has no lineage yet (history.csv is empty); nothing to schedule")
+    if info.get("forked_from") or rows[0]["step"] != 1:
+        parent = (info.get("forked_from") or {}).get("run", "its parent run")
+        raise ScheduleError(f"{folder.root} is a fork: its lineage starts at epoch {rows[0]['step']}, the earlier epochs "
+                            f"are {parent}'s. Write the parent's schedule, or replay from the fork's model_source.keras")
     population = folder.read_population()
     segments: list[Segment] = []
     notes: list[str] = []
@@ -240,7 +244,7 @@ def replay(schedule: str | Path, model, data, run_dir: str | Path | None = None,
                     backend.reseed(main_line_seed(seed, seg.cycle))
                     reseeded = seg.cycle
                 else:
-                    result = backend.train_main(genes, seg.epochs, on_epoch)
+                    result = backend.train_main(genes, seg.epochs, on_epoch, main_shuffle(seg.cycle))
                 step += seg.epochs
                 if result.diverged:
                     raise InputError(f"the loss became NaN/inf at epoch {step} of the replay; the data may differ "
@@ -253,9 +257,20 @@ def replay(schedule: str | Path, model, data, run_dir: str | Path | None = None,
                               test_metrics={"final": test} if test else {}, genes_final=genes.to_dict())
             emit(ev.RunFinished(status="finished", final_model=str(final.relative_to(folder.root)), wall_seconds=wall,
                                 test_metrics={"final": test} if test else {}))
-        except BaseException:
+        except (Cancelled, KeyboardInterrupt):
+            wall = time.perf_counter() - t0
             folder.write_history(state.history_rows())
-            folder.update_run(status="failed", stopped_at=_now())
+            folder.update_run(status="cancelled", stopped_at=_now(), wall_seconds=wall)
+            emit(ev.RunFinished(status="cancelled", final_model=None, wall_seconds=wall, test_metrics={}))
+            return RunResult(folder.root, "cancelled", None, genes, state.history_rows(), {}, {}, wall)
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+            folder.write_history(state.history_rows())
+            folder.update_run(status="failed", stopped_at=_now(), error=message)
+            try:
+                emit(ev.RunFailed(message=message, error_type=type(exc).__name__))
+            except Exception:  # noqa: BLE001 - the disk may be what failed
+                pass
             raise
     return RunResult(folder.root, "finished", final, genes, state.history_rows(), {}, {"final": test} if test else {},
                      wall)

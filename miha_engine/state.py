@@ -58,6 +58,10 @@ class RunState:
     decisions: dict[int, str] = field(default_factory=dict)
     #: settings changed during the run, by the cycle they apply from
     edits: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: the configuration the run started with (``config`` follows live edits)
+    initial_config: dict[str, Any] = field(default_factory=dict)
+    #: the main line's genes right after each cycle's decision (a crossover child's, when kept)
+    cycle_genes: dict[int, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     archives: dict[str, str] = field(default_factory=dict)
     epochs_done: int = 0
@@ -79,6 +83,7 @@ class RunState:
         if self.status != "resuming":
             self.__init__()  # type: ignore[misc]
         self.run_dir, self.config = e.run_dir, e.config
+        self.initial_config = self.initial_config or e.config
         self.total_epochs, self.lineage_epochs = e.total_epochs, e.lineage_epochs
         self.genes = e.genes
         self.status = "running"
@@ -92,6 +97,7 @@ class RunState:
         self.winners = {c: w for c, w in self.winners.items() if c <= e.cycle}
         self.decisions = {c: d for c, d in self.decisions.items() if c <= e.cycle}
         self.edits = {c: d for c, d in self.edits.items() if c <= e.cycle}
+        self.cycle_genes = {c: g for c, g in self.cycle_genes.items() if c <= e.cycle}
         self.cycle_borders = [s for s in self.cycle_borders if s <= keep]
         if e.genes is not None:
             self.genes = e.genes
@@ -150,6 +156,7 @@ class RunState:
     def _on_cycle_done(self, e: ev.CycleDone) -> None:
         self.winners[e.cycle] = e.winner
         self.decisions[e.cycle] = e.decision
+        self.cycle_genes[e.cycle] = e.genes
         b = self.branches.get((e.cycle, e.winner))
         self.genes = e.genes
         if b is not None:

@@ -210,7 +210,7 @@ class FakeBackend:
     def start(self, genes) -> None:
         self.distance, self.genes = self.start_distance, genes
 
-    def train_main(self, genes, epochs: int, on_epoch):
+    def train_main(self, genes, epochs: int, on_epoch, shuffle: int = 0):
         self.genes = genes
         result, self.distance = self._epochs(self.distance, genes, epochs, on_epoch)
         return result

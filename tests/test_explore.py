@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,91 @@ def test_a_fork_starts_from_the_archives_exact_state_and_numbering(tmp_path, ds)
         fork(parent, foreign, tmp_path / "y", data=ds)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     assert math.isfinite(res.history[-1]["loss"])
+
+
+def _fake_fork(parent, archive, new, cfg, **kw):
+    return fork(parent, archive, new, changes=kw.pop("changes", None),
+                backend=FakeBackend.from_archive(kw.pop("config", cfg), Path(parent) / archive, **kw.pop("fb", {})), **kw)
+
+
+def test_forks_resume_where_they_started_and_keep_the_parents_settings_at_that_point(tmp_path, monkeypatch):
+    edits = LiveEdits()
+    cfg = CFG.replace(cycles=4)
+
+    def late_edit(e):  # the parent changes pop_size from cycle 4 on
+        if isinstance(e, ev.MemberStarted) and (e.cycle, e.member) == (3, 0):
+            edits.request(population_size=2)
+
+    _fake_run(tmp_path, cfg, name="parent", listeners=[late_edit], edits=edits)
+    parent = tmp_path / "parent"
+    # a fork from model_2 uses the settings in force there (pop_size 4), not the later edit
+    whole = _fake_fork(parent, "model/model_2.keras", tmp_path / "whole", cfg)
+    assert [len([k for k in whole.population[c] if k != "_cycle"]) for c in ("3", "4")] == [4, 4]
+    # stopped in its first cycle, a fork resumes from where it started, with the same lineage
+    token = me.CancelToken()
+    _fake_fork(parent, "model/model_2.keras", tmp_path / "stopped", cfg, cancel=token, fb={"cancel": token},
+               listeners=[lambda e: isinstance(e, ev.MemberStarted) and e.member == 1 and token.cancel()])
+    res = resume(tmp_path / "stopped", backend=FakeBackend.for_resume(tmp_path / "stopped"))
+    assert [r["step"] for r in res.history] == [r["step"] for r in whole.history]
+    assert res.history == whole.history
+    # a fork's schedule would start mid-lineage: refused with the reason
+    from miha_engine.errors import ScheduleError
+    from miha_engine.schedule import schedule_from_run
+
+    with pytest.raises(ScheduleError, match="is a fork"):
+        schedule_from_run(tmp_path / "whole")
+    # relative run folder, absolute archive path
+    monkeypatch.chdir(tmp_path)
+    rel = _fake_fork("parent", str(parent / "model" / "model_1.keras"), tmp_path / "mixed", cfg)
+    assert rel.status == "finished" and json.loads((tmp_path / "mixed" / "run.json").read_text())[
+        "forked_from"]["archive"] == "model/model_1.keras"
+
+
+def test_fork_points_without_fixing_or_run_up(tmp_path):
+    cfg = CFG.replace(cycles=2, fixing_epochs=0, runup_epochs=0, crossover=True,
+                      search=me.SearchSpace(kinds=("learning_rate", "batch_size")))
+    res = _fake_run(tmp_path, cfg, name="p")
+    parent = tmp_path / "p"
+    init = _fake_fork(parent, "model/model_init.keras", tmp_path / "f0", cfg)
+    assert init.status == "finished" and sorted(init.population, key=int) == ["1", "2"]
+    after1 = json.loads((parent / "population.json").read_text())["1"]["_cycle"]
+    f1 = _fake_fork(parent, "model/model_1.keras", tmp_path / "f1", cfg)
+    forked = json.loads((tmp_path / "f1" / "run.json").read_text())["forked_from"]
+    from miha_engine.state import replay as replay_events
+
+    assert forked["parent_genes"] == replay_events(parent).cycle_genes[1]  # the decision's genes, child or winner
+    assert f1.status == "finished" and after1["winner"] >= 0 and res.status == "finished"
+
+
+def test_a_resume_keeps_a_live_edit_that_is_in_force(tmp_path):
+    edits = LiveEdits()
+    token = me.CancelToken()
+
+    def on_event(e):
+        if isinstance(e, ev.MemberStarted) and (e.cycle, e.member) == (2, 0):
+            edits.request(population_size=2)
+        if isinstance(e, ev.MemberStarted) and (e.cycle, e.member) == (3, 1):
+            token.cancel()  # stopped inside the first edited cycle: the resume starts it again
+
+    run(None, None, CFG, run_dir=tmp_path / "run", cancel=token, backend=FakeBackend(CFG, cancel=token),
+        listeners=[on_event], edits=edits)
+    res = resume(tmp_path / "run", backend=FakeBackend.for_resume(tmp_path / "run"))
+    from miha_engine.state import replay as replay_events
+
+    assert replay_events(tmp_path / "run").edits == {3: {"population_size": 2}}
+    assert [len([k for k in res.population[c] if k != "_cycle"]) for c in ("1", "2", "3", "4")] == [4, 4, 2, 2]
+
+
+def test_a_stopped_replay_is_cancelled_and_not_resumable(tmp_path, ds):
+    from miha_engine.schedule import replay, write_schedule
+
+    _fake_run(tmp_path, CFG, name="run")
+    schedule = write_schedule(tmp_path / "run", tmp_path / "s.toml")
+    token = me.CancelToken()
+    res = replay(schedule, None, None, run_dir=tmp_path / "replay", cancel=token,
+                 backend=FakeBackend(CFG.replace(cycles=0), cancel=token),
+                 listeners=[lambda e: isinstance(e, ev.EpochEnded) and e.step == 3 and token.cancel()])
+    assert res.status == "cancelled"
+    assert json.loads((tmp_path / "replay" / "run.json").read_text())["status"] == "cancelled"
+    with pytest.raises(me.RunFolderError, match="replay of a schedule, which cannot be resumed"):
+        resume(tmp_path / "replay", backend=FakeBackend(CFG))

@@ -289,3 +289,22 @@ def test_stop_at_a_random_point_leaves_loadable_archives_and_resumes_exactly(tmp
     done = me.resume(root, data=ds)
     assert done.status == "finished"
     assert [r["step"] for r in me.RunFolder(root).read_history()] == list(range(1, TINY.lineage_epochs + 1))
+
+
+def test_a_stopped_and_resumed_run_trains_exactly_like_an_uninterrupted_one(tmp_path, ds):
+    """Every phase's shuffles and seeds come from (seed, cycle, member), never from how many fits the
+    process ran, so a resume (a new process, a new trainer) gives the same losses epoch by epoch."""
+    cfg = TINY.replace(cycles=3)
+    whole = me.run(dense_classifier(), ds, cfg, run_dir=tmp_path / "whole")
+    token = me.CancelToken()
+
+    def stop(e):
+        if isinstance(e, ev.MemberStarted) and (e.cycle, e.member) == (2, 1):
+            token.cancel()
+
+    me.run(dense_classifier(), ds, cfg, run_dir=tmp_path / "stopped", cancel=token, listeners=[stop])
+    res = me.resume(tmp_path / "stopped", data=ds)
+    assert [r["step"] for r in res.history] == [r["step"] for r in whole.history]
+    assert [r["genes"] for r in res.history] == [r["genes"] for r in whole.history]
+    np.testing.assert_allclose([r["loss"] for r in res.history], [r["loss"] for r in whole.history], rtol=1e-5)
+    np.testing.assert_allclose([r["val_loss"] for r in res.history], [r["val_loss"] for r in whole.history], rtol=1e-5)
