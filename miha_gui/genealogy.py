@@ -188,8 +188,10 @@ class GenealogyView(QWidget):
             self.refresh(self.state, self.run_dir)
 
     def _main_loss(self, st: RunState, cycle: int) -> float | None:
-        vals = [v if v == v else loss for c, p, v, loss in zip(st.main_cycles, st.main_phases, st.main_val_losses,
-                                                                st.main_losses) if c == cycle and p != "member"]
+        """The main line's last loss in ``cycle`` (validation where there is one): after its fixing
+        epochs, or after the chosen member's when there are none."""
+        vals = [v if v == v else loss for c, v, loss in zip(st.main_cycles, st.main_val_losses, st.main_losses)
+                if c == cycle]
         return vals[-1] if vals else None
 
     def _build(self, st: RunState) -> None:
