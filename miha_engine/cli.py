@@ -37,14 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _ArgParser(prog="miha", description="Tune a Keras model's hyperparameters while it trains.",
                    parents=[common])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_ArgParser)
-    _add = sub.add_parser
 
-    def add_parser(name, **kw):
-        return _add(name, parents=[common], **kw)
-
-    sub.add_parser = add_parser  # every command takes --verbose
-
-    r = sub.add_parser("run", help="optimise a model on a dataset")
+    r = sub.add_parser("run", parents=[common], help="optimise a model on a dataset")
     r.add_argument("--model", required=True, help=".keras or .h5 model file")
     r.add_argument("--data", required=True, help=".npz, .h5/.hdf5 or .csv dataset")
     r.add_argument("--config", help="a .toml or .json file of run options (flags override it)")
@@ -56,13 +50,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="allow Lambda layers and other unsafe code in the model file (trusted files only)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("resume", help="continue an interrupted run from its last completed cycle")
+    s = sub.add_parser("resume", parents=[common], help="continue an interrupted run from its last completed cycle")
     s.add_argument("run_dir")
     s.add_argument("--data", help="the dataset, if it moved since the run started")
     add_config_options(s, resumable_only=True)
     _add_search_options(s)
 
-    f = sub.add_parser("fork", help="a what-if run from any archive of a run (main line or member)")
+    f = sub.add_parser("fork", parents=[common], help="a what-if run from any archive of a run (main line or member)")
     f.add_argument("run_dir", help="the run to fork from (only read)")
     f.add_argument("archive", help="one of its archives: model_3.keras, 3_1_model.keras, model_init.keras…")
     f.add_argument("--run-dir", dest="new_run_dir", help="folder for the new run (default: beside the parent)")
@@ -72,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     s.add_argument("--quiet", "-q", action="store_true")
 
-    e = sub.add_parser("export", help="write a run's final or best model (or any archive) in a deployment format")
+    e = sub.add_parser("export", parents=[common], help="write a run's final or best model (or any archive) in a deployment format")
     e.add_argument("src", metavar="RUN_DIR|ARCHIVE", help="a run folder, or one .keras archive")
     e.add_argument("out", help="output: .keras, .h5, .tflite, .onnx, or a folder name for a SavedModel")
     e.add_argument("--which", choices=["final", "best"], default="final",
@@ -84,11 +78,11 @@ def _parser() -> argparse.ArgumentParser:
                    "random inputs)")
     e.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    sc = sub.add_parser("schedule", help="write a run's lineage as a replayable schedule (TOML)")
+    sc = sub.add_parser("schedule", parents=[common], help="write a run's lineage as a replayable schedule (TOML)")
     sc.add_argument("run_dir")
     sc.add_argument("out", help="the schedule file, e.g. schedule.toml")
 
-    rp = sub.add_parser("replay", help="train a fresh model through a schedule, with no population")
+    rp = sub.add_parser("replay", parents=[common], help="train a fresh model through a schedule, with no population")
     rp.add_argument("schedule", help="a schedule written by 'miha schedule'")
     rp.add_argument("--model", required=True, help="the initial model (.keras or .h5), e.g. the run's "
                     "model/model_source.keras")
@@ -98,11 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--unsafe-model", action="store_true", help="allow Lambda layers (trusted files only)")
     rp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
-    tb = sub.add_parser("tensorboard", help="write a run as TensorBoard event files")
+    tb = sub.add_parser("tensorboard", parents=[common], help="write a run as TensorBoard event files")
     tb.add_argument("run_dir")
     tb.add_argument("out_dir", help="then: tensorboard --logdir OUT_DIR")
 
-    i = sub.add_parser("inspect", help="describe a model file or a run folder")
+    i = sub.add_parser("inspect", parents=[common], help="describe a model file or a run folder")
     i.add_argument("path", nargs="*", help="a .keras/.h5 model file or a run folder (with --insight: run folders)")
     i.add_argument("--insight", action="store_true",
                    help="which mutations helped: for each kind and value, how often tried and won, and the mean "

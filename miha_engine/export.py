@@ -177,11 +177,11 @@ def export_model(src: str | Path, out: str | Path, fmt: str | None = None, x: np
     result: dict[str, float] = {}
 
     def write_and_check(tmp: Path) -> None:
-        from .models import _captured_stderr
+        from .models import captured_stderr
 
         unsupported: list[str] = []
         try:
-            with _captured_stderr() as printed, _converter_log() as unsupported:
+            with captured_stderr() as printed, _converter_log() as unsupported:
                 _write(model, tmp, fmt)
         except Exception as exc:  # noqa: BLE001 - converters raise anything; each becomes one message
             import re

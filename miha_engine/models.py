@@ -37,7 +37,7 @@ def configure_tensorflow() -> str:
     if "device" in _TF_CONFIGURED:
         return _TF_CONFIGURED["device"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _captured_stderr() as log:
+    with captured_stderr() as log:
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
@@ -67,7 +67,7 @@ def startup_log() -> str:
 
 
 @contextlib.contextmanager
-def _captured_stderr():
+def captured_stderr():
     """Send file descriptor 2 (where TensorFlow's C++ logging writes) to a temporary file meanwhile;
     yields a function that returns what was written.  A no-op when ``MIHA_VERBOSE`` is set."""
     if os.environ.get("MIHA_VERBOSE") or not hasattr(os, "dup"):

@@ -111,7 +111,6 @@ class FakeBackend:
         self.distance = float(distance)
         self.script = dict(script or {})
         self.cancel = cancel or CancelToken()
-        self.trained_members: list[tuple[int, int]] = []
 
     @classmethod
     def for_resume(cls, run_dir, config=None, **kwargs) -> FakeBackend:
@@ -225,7 +224,6 @@ class FakeBackend:
         self._write(path, self.distance, self.genes)
 
     def train_member(self, genes, parent, cycle: int, index: int, epochs: int, on_epoch):
-        self.trained_members.append((cycle, index))
         curve = self.script.get((cycle, index))
         result, distance = self._epochs(float(parent.weights[0][0]), genes, epochs, on_epoch, curve)
         return result, _FakeMember(self, distance, genes)

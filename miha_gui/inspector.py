@@ -135,10 +135,6 @@ class ModelInspector(QObject):
         self._path = ""
         _service().answered.connect(self._answered)
 
-    @property
-    def busy(self) -> bool:
-        return self._rid is not None
-
     def inspect(self, path: str | Path, unsafe: bool = False) -> None:
         self._path = str(path)
         self._rid = _service().request(self._path, unsafe)

@@ -43,8 +43,8 @@ from .inspector import ModelInspector
 
 
 def _meta(cls, name: str) -> dict:
-    return dict(cls.options()[name].metadata) if cls is RunConfig else dict(
-        next(f for f in dataclasses.fields(cls) if f.name == name).metadata)
+    """A RunConfig or SearchSpace field's front-end metadata (see miha_engine.config.option)."""
+    return dict({f.name: f for f in dataclasses.fields(cls)}[name].metadata)
 
 
 def _bounds(cls, name: str) -> tuple:
