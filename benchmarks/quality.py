@@ -1,5 +1,23 @@
 """Quality on a budget: MIHA against plain training, Optuna and KerasTuner, epochs held equal.
 
+Two suites share the tasks below.
+
+``--suite article`` (the second wave's measurement, issue "make every population epoch buy accuracy")::
+
+    python benchmarks/quality.py --suite article --tasks mnist_fnn digits gapfill_poor gapfill_good \
+        --seeds 0 1 2 3 4 [--variants miha first_wave fittest no_new_genes l1_slope no_explore] [--out DIR]
+    python benchmarks/quality.py --summarize DIR      # tables (markdown) from the records in DIR
+
+runs MIHA at the article's configuration (m=10 c=10 pop=5 n=3 k=3: 200 compute epochs, 80 in the
+lineage) and reads both its final model and its ``model_best``; the plain baseline trains the same
+initial model with Keras ``fit`` for the compute epochs, scoring the test set after every epoch, and
+is read at the lineage's epochs and at the compute epochs, each at its final epoch and at its best
+validation epoch.  Each variant switches one change of the second wave off (``first_wave``: all of
+them, i.e. the first wave's selection).  One JSON file per (task, seed, system) is written as it
+finishes, so a long run can be stopped and continued.
+
+``--suite budget`` (the first wave's; the default with ``--quick``)::
+
     python benchmarks/quality.py [--quick] [--seeds 0 1 2] [--tasks mnist_fnn gapfill_cnn digits] [--out DIR]
 
 Every system sees the same split (train / validation / test), the same topology and the same search
@@ -135,7 +153,27 @@ def digits_task(quick: bool) -> Task:
                          "initial Adam 1e-3, relu, batch 32"})
 
 
+def gapfill_good_task(quick: bool) -> Task:
+    from gapfill_cnn import build
+
+    task = gapfill_task(quick)
+    task.name = "gapfill_good"
+    task.build = lambda seed: build(False, seed)
+    task.extra = {**task.extra, "data": task.extra["data"].replace("the *poor* initial configuration (sigmoid, SGD 0.01, "
+                                                                   "batch 32)", "the good initial configuration "
+                                                                   "(relu, Adam 1e-3, batch 32)")}
+    return task
+
+
+def gapfill_poor_task(quick: bool) -> Task:
+    task = gapfill_task(quick)
+    task.name = "gapfill_poor"
+    return task
+
+
 TASKS = {"mnist_fnn": mnist_task, "gapfill_cnn": gapfill_task, "digits": digits_task}
+ARTICLE_TASKS = {"mnist_fnn": mnist_task, "digits": digits_task, "gapfill_poor": gapfill_poor_task,
+                 "gapfill_good": gapfill_good_task}
 
 
 def miha_config(quick: bool):
@@ -357,6 +395,174 @@ def run_keras_tuner(task: Task, seed: int, budget: int, trial_epochs: int, kind:
                           trial_epochs=trial_epochs)
 
 
+# -- the article suite ----------------------------------------------------------------------------
+
+#: One change of the second wave switched off per variant (``miha``: every change on, the defaults).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "miha": {},
+    "first_wave": {"control_member": False, "selection": "fittest", "fitness": "log_slope_l1",
+                   "explore_on_plateau": False, "kinds": ("optimizer", "activation", "batch_size", "learning_rate")},
+    "fittest": {"selection": "fittest"},
+    "no_control": {"control_member": False, "selection": "fittest"},
+    "l1_slope": {"fitness": "log_slope_l1"},
+    "no_explore": {"explore_on_plateau": False},
+    "no_new_genes": {"kinds": ("optimizer", "activation", "batch_size", "learning_rate")},
+}
+
+
+def article_config(quick: bool, variant: str = "miha"):
+    """The article's configuration (quick: a tiny one), with one variant's switches."""
+    import dataclasses
+
+    import miha_engine as me
+
+    changes = dict(VARIANTS[variant])
+    known = {f.name for f in dataclasses.fields(me.RunConfig)}
+    space_kw = dict(optimizers=OPTIMIZERS, hidden_activations=ACTIVATIONS,
+                    batch_size_range=(BATCH_SIZES[0], BATCH_SIZES[-1]), learning_rate_range=LR_RANGE)
+    kinds = changes.pop("kinds", None)
+    if kinds:
+        space_kw["kinds"] = kinds
+    space = me.SearchSpace(**space_kw)
+    sched = (dict(runup_epochs=1, candidate_epochs=1, fixing_epochs=1, cycles=2, population_size=3) if quick else
+             dict(runup_epochs=10, candidate_epochs=3, fixing_epochs=3, cycles=10, population_size=5))
+    # an engine older than a switch (a baseline of an earlier commit) runs with what it has
+    return me.RunConfig(**sched, batch_size=32, search=space, **{k: v for k, v in changes.items() if k in known})
+
+
+def run_miha_article(task: Task, seed: int, quick: bool, variant: str, label: str | None = None) -> list[dict[str, Any]]:
+    import miha_engine as me
+
+    cfg = article_config(quick, variant).replace(seed=seed)
+    data = me.from_arrays(task.x, task.y, task.x_val, task.y_val, task.x_test, task.y_test)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"miha-a-{task.name}-")) / "run"
+    t0 = time.perf_counter()
+    res = me.run(task.build(seed), data, cfg.replace(drop_intermediate=True), run_dir=run_dir)
+    wall = time.perf_counter() - t0
+    system = label or ("miha" if variant == "miha" else f"miha-{variant}")
+    decisions = [v["_cycle"]["decision"] for k, v in res.population.items()]
+    common = dict(budget=1, variant=variant, lineage_epochs=cfg.lineage_epochs, final_genes=res.genes.to_dict(),
+                  decisions=decisions)
+    out = [_record(system, task, seed, cfg.total_epochs, wall, task.score(me.load_model(res.final_model)),
+                   read="final", **common)]
+    best = run_dir / "model" / "model_best.keras"
+    if best.exists():
+        out.append(_record(system, task, seed, cfg.total_epochs, wall, task.score(me.load_model(best)), read="best",
+                           **common))
+    import shutil
+
+    shutil.rmtree(run_dir.parent, ignore_errors=True)
+    return out
+
+
+def run_plain_article(task: Task, seed: int, lineage: int, compute: int) -> list[dict[str, Any]]:
+    """The initial model trained plainly (Keras fit, batch 32) for ``compute`` epochs, the test set scored
+    after every epoch; read at ``lineage`` and ``compute`` epochs, each final and best-by-validation."""
+    import keras
+
+    model = task.build(seed)
+    keras.utils.set_random_seed(seed)
+    vals: list[float] = []
+    tests: list[float] = []
+    spent = {"test_s": 0.0}
+
+    class Score(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            vals.append(float((logs or {}).get("val_loss", math.nan)))
+            t = time.perf_counter()
+            tests.append(task.score(self.model))
+            spent["test_s"] += time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    model.fit(task.x, task.y, validation_data=(task.x_val, task.y_val), epochs=compute, batch_size=32, verbose=0,
+              callbacks=[Score()])
+    wall = time.perf_counter() - t0 - spent["test_s"]
+    out = []
+    for label, epochs in (("lineage", lineage), ("compute", compute)):
+        v = np.array(vals[:epochs])
+        best = int(np.nanargmin(v)) if np.isfinite(v).any() else epochs - 1
+        for read, idx in (("final", epochs - 1), ("best", best)):
+            out.append(_record(f"plain-{label}", task, seed, epochs, wall * epochs / compute, tests[idx], budget=1,
+                               read=read, epoch=idx + 1,
+                               note=f"the initial configuration trained plainly for the {label} epochs"))
+    out[-1]["config"]["curve_val"] = vals
+    out[-1]["config"]["curve_test"] = tests
+    return out
+
+
+def article_main(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _quiet_tensorflow()
+    import keras
+
+    seeds = args.seeds or [0, 1, 2, 3, 4]
+    tasks = args.tasks or list(ARTICLE_TASKS)
+    systems = args.variants or ["plain", "miha"]
+    for system in systems:  # the suite in parts: one system for every task and seed, then the next
+        for name in tasks:
+            task = ARTICLE_TASKS[name](args.quick)
+            cfg = article_config(args.quick)
+            for seed in seeds:
+                label = args.label if system != "plain" else None
+                tag = label or system
+                path = out / f"article-{name}-{tag}-s{seed}.json"
+                if path.exists() and not args.again:
+                    continue
+                t0 = time.perf_counter()
+                if system == "plain":
+                    records = run_plain_article(task, seed, cfg.lineage_epochs, cfg.total_epochs)
+                else:
+                    records = run_miha_article(task, seed, args.quick, system, label)
+                if "trivial_gap_mse" in task.extra:
+                    records.append(_record("trivial-fill", task, seed, 0, 0.0, task.extra["trivial_gap_mse"], budget=1,
+                                           read="final", note="each gap filled with its patch's mean known pixel"))
+                for r in records:
+                    r["config"].setdefault("data", task.extra["data"])
+                path.write_text(json.dumps({"records": records, "quick": args.quick}, indent=1, default=float))
+                vals = ", ".join(f"{r['system']}/{r['config'].get('read')} {r['value']:.4f}" for r in records)
+                print(f"{name} seed {seed} {tag}: {vals} ({time.perf_counter() - t0:.0f} s)", flush=True)
+                keras.backend.clear_session()
+
+
+def summarize_article(folder: Path) -> str:
+    """Markdown tables: per task, each system and read-out's median (range) over seeds, and the
+    medians' differences from the plain baseline at equal compute epochs."""
+    rows: dict[tuple[str, str, str], dict[int, float]] = {}
+    walls: dict[tuple[str, str], dict[int, float]] = {}
+    metric: dict[str, str] = {}
+    for path in sorted(folder.glob("article-*.json")):
+        for r in json.loads(path.read_text())["records"]:
+            key = (r["task"], r["system"], r["config"].get("read", "final"))
+            rows.setdefault(key, {})[r["seed"]] = r["value"]
+            walls.setdefault((r["task"], r["system"]), {})[r["seed"]] = r["wall_s"]
+            metric[r["task"]] = r["metric"]
+    lines = []
+    for task in [t for t in ARTICLE_TASKS if any(k[0] == t for k in rows)]:
+        higher = metric[task] == "test_accuracy"
+        ref = rows.get((task, "plain-compute", "final"), {})
+        lines += [f"**{task}** ({metric[task]}, {'higher' if higher else 'lower'} is better; medians over seeds, "
+                  "range in brackets)", "",
+                  "| system | read | seeds | median (range) | vs plain, compute epochs, final | wall s (median) |",
+                  "|---|---|---|---|---|---|"]
+        order = ["miha", "plain-lineage", "plain-compute", "trivial-fill"]
+        systems = sorted({k[1] for k in rows if k[0] == task}, key=lambda s: (order.index(s) if s in order else 10, s))
+        for system in systems:
+            for read in ("final", "best"):
+                vals = rows.get((task, system, read))
+                if not vals:
+                    continue
+                v = np.array(list(vals.values()))
+                common = sorted(set(vals) & set(ref))
+                diff = (f"{np.median([vals[s] - ref[s] for s in common]):+.4f}" if common and system != "plain-compute"
+                        or read == "best" and common else "")
+                wall = walls.get((task, system), {})
+                lines.append(f"| {system} | {read} | {len(v)} | {np.median(v):.4f} ({v.min():.4f}–{v.max():.4f}) | "
+                             f"{diff} | {np.median(list(wall.values())):.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 # -- driver -------------------------------------------------------------------------------------
 
 def run_task(name: str, seed: int, quick: bool, log=print) -> list[dict[str, Any]]:
@@ -396,10 +602,24 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, nargs="+")
-    ap.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    ap.add_argument("--tasks", nargs="+", choices=sorted({*TASKS, *ARTICLE_TASKS}))
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--suite", choices=["budget", "article"], default="budget")
+    ap.add_argument("--variants", nargs="+", choices=["plain", *VARIANTS],
+                    help="article suite: the systems to run, in this order (default: plain miha)")
+    ap.add_argument("--label", help="article suite: the system name to record MIHA under (e.g. an older commit's)")
+    ap.add_argument("--again", action="store_true", help="article suite: rerun parts whose records exist")
+    ap.add_argument("--summarize", metavar="DIR", help="print the article suite's tables from the records in DIR")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(summarize_article(Path(args.summarize)))
+        return
+    if args.suite == "article":
+        args.tasks = [t for t in (args.tasks or []) if t in ARTICLE_TASKS] or None
+        article_main(args)
+        return
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    args.tasks = [t for t in (args.tasks or TASKS) if t in TASKS]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _quiet_tensorflow()

@@ -82,6 +82,7 @@ class Backend(Protocol):
                      on_epoch: EpochCallback) -> tuple[FitResult, TrainedMember]: ...
     def holdout_loss(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None) -> float: ...
     def test_metrics(self) -> dict[str, float]: ...
+    def archive_test_metrics(self, path: Path) -> dict[str, float]: ...
     def reseed(self, seed: int) -> None: ...
     def pop_notes(self) -> list[str]: ...
 
@@ -203,6 +204,9 @@ class KerasBackend:
     def train_main(self, genes: Genes, epochs: int, on_epoch: EpochCallback, shuffle: int) -> FitResult:
         """Train the main line; ``shuffle`` (see :func:`main_shuffle`) fixes the order of its batches,
         so a resumed run shuffles exactly as an uninterrupted one."""
+        from . import models as mdl
+
+        mdl.reset_seed_generators(self.main, self.config.seed * 100_003 + shuffle)
         return self._fit(self.main, genes, epochs, on_epoch, shuffle=shuffle)
 
     def snapshot(self, genes: Genes) -> Snapshot:
@@ -226,6 +230,15 @@ class KerasBackend:
             return {}
         return self.trainer.evaluate(self.main, self.data.x_test, self.data.y_test)
 
+    def archive_test_metrics(self, path: Path) -> dict[str, float]:
+        """Test metrics of a saved archive of this run (model_best), loaded safely."""
+        from . import models as mdl
+
+        if not self.data.has_test:
+            return {}
+        model = mdl.load_model(path)
+        return self.trainer.evaluate(model, self.data.x_test, self.data.y_test)
+
     def reseed(self, seed: int) -> None:
         import keras
 
@@ -244,6 +257,7 @@ class KerasBackend:
         mdl.restore(model, parent, genes)
         keras_seed, shuffle = member_seeds(self.config.seed, cycle, index)
         self.reseed(keras_seed)
+        mdl.reset_seed_generators(model, keras_seed)
         result = self._fit(model, genes, epochs, on_epoch, shuffle=shuffle)
         return result, _LiveMember(model, genes)
 

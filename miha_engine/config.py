@@ -45,9 +45,17 @@ KNOWN_ACTIVATIONS = {
     "sparsemax", "squareplus", "soft_shrink", "hard_shrink", "threshold", "log_sigmoid",
 }
 
-GENE_KINDS: tuple[str, ...] = ("optimizer", "activation", "batch_size", "learning_rate")
+GENE_KINDS: tuple[str, ...] = ("optimizer", "activation", "batch_size", "learning_rate", "weight_decay", "dropout",
+                                "label_smoothing")
 
-FITNESS_FORMULAS: tuple[str, ...] = ("log_slope", "original")
+#: "log_slope" measures the fall from the parent's loss at the fork (L0, the same for every member);
+#: "log_slope_l1" from each member's own first epoch (L1, the first wave's formula); "original" is
+#: the article's L1 - 2 Ln.
+FITNESS_FORMULAS: tuple[str, ...] = ("log_slope", "log_slope_l1", "original")
+
+#: How a cycle chooses: "noise" keeps the control (the parent's genes) unless a mutant beats it by
+#: more than the noise the run measures; "fittest" takes the fittest member whatever the margin.
+SELECTION_RULES: tuple[str, ...] = ("noise", "fittest")
 
 
 #: What a crossover child's weights are: the fitter parent's, or the mean of both parents'.
@@ -124,6 +132,9 @@ class SearchSpace:
         batch_size_range: inclusive bounds for the batch size.
         learning_rate_range: inclusive bounds for the learning rate.
         lr_factors: the multiplicative steps of a learning-rate mutation (PBT style).
+        weight_decay_range: bounds of a non-zero weight decay (a mutation may also turn it off).
+        dropout_range: bounds of a Dropout layer's rate.
+        label_smoothing_range: bounds of the loss's label smoothing.
     """
 
     kinds: tuple[str, ...] = GENE_KINDS
@@ -134,6 +145,13 @@ class SearchSpace:
     learning_rate_range: tuple[float, float] = option((1e-5, 1.0), help="inclusive bounds for the learning rate",
                                                       bounds=(1e-6, 10.0))
     lr_factors: tuple[float, ...] = (0.5, 0.8, 1.25, 2.0)
+    weight_decay_range: tuple[float, float] = option((1e-3, 1.0), help="bounds of a non-zero weight decay "
+                                                     "(decoupled: each step takes w·decay·lr off every weight)",
+                                                     bounds=(1e-6, 10.0))
+    dropout_range: tuple[float, float] = option((0.0, 0.6), help="bounds of a Dropout layer's rate",
+                                                bounds=(0.0, 0.95))
+    label_smoothing_range: tuple[float, float] = option((0.0, 0.2), help="bounds of the loss's label smoothing",
+                                                        bounds=(0.0, 0.5))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", _seq("search.kinds", self.kinds, str))
@@ -142,6 +160,8 @@ class SearchSpace:
         object.__setattr__(self, "batch_size_range", _seq("search.batch_size_range", self.batch_size_range, int, 2))
         object.__setattr__(self, "learning_rate_range", _seq("search.learning_rate_range", self.learning_rate_range, float, 2))
         object.__setattr__(self, "lr_factors", _seq("search.lr_factors", self.lr_factors, float))
+        for name in ("weight_decay_range", "dropout_range", "label_smoothing_range"):
+            object.__setattr__(self, name, _seq(f"search.{name}", getattr(self, name), float, 2))
         for kind in self.kinds:
             _check(kind in GENE_KINDS, f"search: unknown gene kind {kind!r}; choose from {', '.join(GENE_KINDS)}")
         _check(len(self.kinds) > 0, "search: the search space is empty; enable at least one of " + ", ".join(GENE_KINDS))
@@ -169,6 +189,13 @@ class SearchSpace:
             f"search: learning_rate_range must be 0 < low <= high, got {lo_lr}..{hi_lr}",
         )
         _check(all(f > 0 and f != 1 for f in self.lr_factors), "search: lr_factors must be positive and not 1")
+        lo_wd, hi_wd = self.weight_decay_range
+        _check(0 < lo_wd <= hi_wd, f"search: weight_decay_range must be 0 < low <= high, got {lo_wd}..{hi_wd}")
+        lo_d, hi_d = self.dropout_range
+        _check(0 <= lo_d <= hi_d < 1, f"search: dropout_range must be 0 <= low <= high < 1, got {lo_d}..{hi_d}")
+        lo_s, hi_s = self.label_smoothing_range
+        _check(0 <= lo_s <= hi_s < 1,
+               f"search: label_smoothing_range must be 0 <= low <= high < 1, got {lo_s}..{hi_s}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -206,7 +233,11 @@ class RunConfig:
         search: the search space.
         crossover: build a child of the two fittest instead of plain selection.
         crossover_weights: "fitter" (the fitter parent's weights) or "average".
-        control_member: member 0 of each population is never mutated.
+        control_member: member 0 of each population keeps the parent's genes (with pop_size >= 2).
+        selection: "noise" (a mutant must beat the control by more than the measured noise) or
+            "fittest".
+        explore_on_plateau: after a cycle where every member tied with the control, draw fresh
+            values and two-gene moves.
         fitness: "log_slope" (default) or "original" (first - 2*last).
         fitness_slope_weight: weight of the decrease term in "log_slope".
         validation_split: fraction of the training data held out when no x_val is given.
@@ -241,7 +272,15 @@ class RunConfig:
     crossover: bool = option(False, help="cross over the two fittest members instead of plain selection")
     crossover_weights: str = option("fitter", choices=CROSSOVER_WEIGHTS,
                                     help="a crossover child's weights: the fitter parent's, or the average of both")
-    control_member: bool = option(False, help="member 0 of each population is never mutated")
+    control_member: bool = option(True, flags={"--control": True, "--no-control": False},
+                                  help="member 0 of each population keeps the parent's genes (the control; "
+                                  "on by default, needs pop_size >= 2)")
+    selection: str = option("noise", choices=SELECTION_RULES,
+                            help="noise: a mutant replaces the control only when it is fitter by more than the "
+                            "noise the run measures; fittest: the fittest member always wins")
+    explore_on_plateau: bool = option(True, flags={"--explore": True, "--no-explore": False},
+                                      help="when every member ties with the control, the next population draws "
+                                      "fresh values and two-gene moves")
     fitness: str = option("log_slope", choices=FITNESS_FORMULAS, help="the fitness formula")
     fitness_slope_weight: float = option(1.0, help="weight of the loss's fall in the log_slope fitness")
     validation_split: float = option(0.1, help="fraction of the training data held out when the dataset has "
@@ -276,7 +315,7 @@ class RunConfig:
         if isinstance(self.search, dict):
             object.__setattr__(self, "search", SearchSpace.from_dict(self.search))
         _check(isinstance(self.search, SearchSpace), f"search must be a table of options, got {self.search!r}")
-        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard"):
+        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard", "explore_on_plateau"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                f"seed must be a whole number >= 0, got {self.seed!r}")
@@ -295,8 +334,8 @@ class RunConfig:
         _check(isinstance(p, int) and not isinstance(p, bool) and p >= 1, f"population_size must be >= 1, got {p!r}")
         if self.crossover:
             _check(p >= 2, "crossover needs population_size >= 2")
-        if self.control_member:
-            _check(p >= 2, "a control member needs population_size >= 2 (one control, one mutant)")
+        _check(isinstance(self.selection, str) and self.selection in SELECTION_RULES,
+               f"selection must be one of {', '.join(SELECTION_RULES)}, got {self.selection!r}")
         if self.batch_size is not None:
             _check(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
                    f"batch_size must be >= 1, got {self.batch_size!r}")

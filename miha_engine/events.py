@@ -86,11 +86,18 @@ class MemberTrained(Event):
 
 @dataclass(frozen=True)
 class CycleDone(Event):
+    """A cycle chose; ``rule`` says how ("noise", "fittest", "kept": every member diverged),
+    ``margin`` is the noise margin in fitness units (None when the rule did not use one), and
+    ``plateau`` is True when every member tied with the control within it."""
+
     cycle: int
     winner: int
     fitnesses: list[float]
     decision: str
     genes: dict[str, Any]
+    rule: str = "fittest"
+    margin: float | None = None
+    plateau: bool = False
     kind: str = field(init=False, default="cycle_done")
 
 

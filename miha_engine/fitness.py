@@ -1,14 +1,22 @@
 """Fitness of a population member, from its per-epoch loss curve.
 
 Default formula (``"log_slope"``), for the member's losses L_1..L_n over its n epochs (validation
-losses when the run has a validation split, else training losses):
+losses when the run has a validation split, else training losses) and the parent's loss L_0 at the
+fork (the same for every member of a cycle):
 
-    fitness = -log(L_n) + w * (log(L_1) - log(L_n)) / max(n - 1, 1)
+    fitness = -log(L_n) + w * (log(L_0) - log(L_n)) / n
 
 The first term rewards a low last loss, the second a fast decrease (the mean per-epoch drop of
-log-loss); ``w`` is ``RunConfig.fitness_slope_weight`` (default 1).  Working on log-losses makes it
-independent of the loss's scale: MSE on pixels and cross-entropy on digits score alike.  For n = 1
-only the last loss counts.
+log-loss since the fork); ``w`` is ``RunConfig.fitness_slope_weight`` (default 1).  Working on
+log-losses makes it independent of the loss's scale: MSE on pixels and cross-entropy on digits
+score alike.
+
+Measuring the fall from L_0 rather than from each member's own first epoch matters: from L_1, a
+mutation that damages the model in its first epoch and then partly recovers scores as a fast
+learner.  From the shared L_0 the slope term cannot reward damage; within one cycle it ranks
+members exactly as their last loss does, and what it adds is a scale: a cycle that falls fast
+spreads its fitnesses further, which the noise rule (:func:`noise_margin`) weighs in the same units.
+``"log_slope_l1"`` keeps the first wave's formula (from L_1, over n - 1 epochs) for comparison.
 
 The original MIHA formula (``"original"``) is ``L_1 - 2 * L_n``, which is ``(L_1 - L_n) - L_n``.
 
@@ -27,19 +35,55 @@ def is_finite_curve(losses: Sequence[float]) -> bool:
     return len(losses) > 0 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in losses)
 
 
-def fitness(losses: Sequence[float], formula: str = "log_slope", slope_weight: float = 1.0) -> float:
-    """Score a loss curve; higher is better."""
+def fitness(losses: Sequence[float], formula: str = "log_slope", slope_weight: float = 1.0,
+            anchor: float | None = None) -> float:
+    """Score a loss curve; higher is better.  ``anchor`` is L_0, the parent's loss at the fork (without
+    it, "log_slope" falls back to the curve's own first epoch)."""
     if not is_finite_curve(losses):
         return WORST
     first, last = float(losses[0]), float(losses[-1])
     if formula == "original":
         return first - 2.0 * last
-    if formula != "log_slope":
+    if formula not in ("log_slope", "log_slope_l1"):
         raise ValueError(f"unknown fitness formula {formula!r}")
     eps = 1e-12
-    log_first, log_last = math.log(max(first, eps)), math.log(max(last, eps))
-    slope = (log_first - log_last) / max(len(losses) - 1, 1)
+    log_last = math.log(max(last, eps))
+    if formula == "log_slope" and anchor is not None and math.isfinite(anchor) and anchor > 0:
+        slope = (math.log(max(anchor, eps)) - log_last) / len(losses)
+    else:
+        slope = (math.log(max(first, eps)) - log_last) / max(len(losses) - 1, 1)
     return -log_last + slope_weight * slope
+
+
+def epoch_noise(segments: Sequence[Sequence[float]]) -> float | None:
+    """The spread of a loss curve from one epoch to the next, in log-loss: the pooled standard
+    deviation of each segment's epoch-to-epoch changes of log(L) around that segment's own mean change
+    (so a steady fall or rise is not counted as noise).  It estimates how much two runs of the same
+    configuration differ at one epoch, which is what a member and the control differ by when the
+    mutation does nothing.  None when the segments give fewer than two degrees of freedom."""
+    squares, dof = 0.0, 0
+    for seg in segments:
+        vals = [float(v) for v in seg if v is not None and math.isfinite(float(v)) and float(v) > 0]
+        if len(vals) < 3:
+            continue
+        diffs = [math.log(b) - math.log(a) for a, b in zip(vals, vals[1:])]
+        mean = sum(diffs) / len(diffs)
+        squares += sum((d - mean) ** 2 for d in diffs)
+        dof += len(diffs) - 1
+    if dof < 2:
+        return None
+    return math.sqrt(squares / dof)
+
+
+def noise_margin(control: Sequence[float], sigma: float, formula: str = "log_slope", slope_weight: float = 1.0,
+                 anchor: float | None = None) -> float:
+    """How much the fitness of the control's curve moves when its last loss moves by ``sigma`` (in
+    log-loss): the margin a mutant must beat the control by, in fitness units, whatever the formula."""
+    if not is_finite_curve(control) or not math.isfinite(sigma) or sigma <= 0:
+        return 0.0
+    base = fitness(control, formula, slope_weight, anchor)
+    worse = [*list(control)[:-1], float(control[-1]) * math.exp(sigma)]
+    return abs(base - fitness(worse, formula, slope_weight, anchor))
 
 
 def rank_key(score: float, index: int) -> tuple[float, int]:

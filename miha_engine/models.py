@@ -469,8 +469,169 @@ def initial_genes(model, spec: CompileSpec, config: RunConfig, choices: Mapping[
     by_path = dict(iter_layers(model))
     for path in choices:
         acts.append((path, _activation_name(by_path[path]) or "linear"))
+    wd = getattr(opt, "weight_decay", None) if opt is not None and name == (
+        type(opt).__name__.lower()) else None
     return Genes(optimizer=name, learning_rate=lr, batch_size=config.batch_size or DEFAULT_BATCH_SIZE,
-                 activations=tuple(acts))
+                 activations=tuple(acts), weight_decay=float(f"{float(wd or 0.0):.6g}"),
+                 dropouts=tuple((p, float(f"{float(layer.rate):.6g}")) for p, layer in dropout_layers(model)),
+                 label_smoothing=loss_label_smoothing(spec.loss))
+
+
+# -- genes that act without a new traced step ------------------------------------------------------
+#
+# Keras reads an optimizer's ``weight_decay`` and a ``Dropout`` layer's ``rate`` as plain Python
+# values when it traces the train step, so changing them on a compiled model does nothing until the
+# step is traced again.  Each pooled model instead gets a ``tf.Variable`` per knob that its traced
+# step reads (the optimizer's weight-decay update and each Dropout layer's ``call`` are replaced on
+# the instance), and a restore assigns the genes' values to them: a member with another weight decay
+# or dropout rate reuses the traced step.  The Python attributes are kept equal to the variables, so
+# a saved archive holds the values it trained with and loads as plain Keras.  Label smoothing lives
+# in the loss, which Keras traces with a Python ``if``: a new smoothing value is a new pooled model.
+
+#: Losses whose Keras class takes ``label_smoothing``.
+SMOOTHABLE_LOSSES = {
+    "categoricalcrossentropy": "CategoricalCrossentropy",
+    "binarycrossentropy": "BinaryCrossentropy",
+    "categoricalfocalcrossentropy": "CategoricalFocalCrossentropy",
+    "binaryfocalcrossentropy": "BinaryFocalCrossentropy",
+}
+
+
+def _loss_key(loss: Any) -> str:
+    return (loss_name(loss) or "").lower().replace("_", "")
+
+
+def loss_label_smoothing(loss: Any) -> float | None:
+    """The label smoothing of ``loss`` (0.0 when it takes smoothing but has none); None when the loss
+    cannot smooth labels (sparse categorical cross-entropy, regression losses)."""
+    if _loss_key(loss) not in SMOOTHABLE_LOSSES:
+        return None
+    get = getattr(loss, "get_config", None)
+    if callable(get):
+        try:
+            return float(get().get("label_smoothing", 0.0) or 0.0)
+        except Exception:  # noqa: BLE001
+            return 0.0
+    return 0.0
+
+
+def smoothed_loss(loss: Any, label_smoothing: float | None):
+    """``loss`` with the given label smoothing (the loss itself when there is nothing to change)."""
+    if label_smoothing is None or _loss_key(loss) not in SMOOTHABLE_LOSSES:
+        return loss
+    if loss_label_smoothing(loss) == float(label_smoothing):
+        return loss
+    keras = _keras()
+    cls = getattr(keras.losses, SMOOTHABLE_LOSSES[_loss_key(loss)])
+    cfg: dict[str, Any] = {}
+    get = getattr(loss, "get_config", None)
+    if callable(get):
+        with contextlib.suppress(Exception):
+            cfg = dict(get())
+    cfg.pop("name", None)
+    cfg["label_smoothing"] = float(label_smoothing)
+    known = {"from_logits", "label_smoothing", "axis", "reduction", "alpha", "gamma", "apply_class_balancing",
+             "dtype"}
+    return cls(**{k: v for k, v in cfg.items() if k in known})
+
+
+def dropout_layers(model) -> list[tuple[str, Any]]:
+    """``(path, layer)`` of every plain ``Dropout`` layer (not the spatial or alpha kinds)."""
+    keras = _keras()
+    return [(p, layer) for p, layer in iter_layers(model)
+            if type(layer) is keras.layers.Dropout]  # noqa: E721 - subclasses shape their noise otherwise
+
+
+class _Knobs:
+    """The variables a pooled model's traced step reads for weight decay and dropout rates."""
+
+    def __init__(self) -> None:
+        self.weight_decay = None
+        self.dropout: dict[str, Any] = {}
+
+
+_KNOBS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def install_knobs(model, genes: Genes) -> None:
+    """Give ``model`` (compiled) variables for the genes that can change without a retrace."""
+    import tensorflow as tf
+
+    keras = _keras()
+    knobs = _Knobs()
+    opt = model.optimizer
+    if genes.weight_decay is not None and opt is not None:
+        var = tf.Variable(float(genes.weight_decay), trainable=False, dtype=tf.float32, name="miha_weight_decay")
+        knobs.weight_decay = var
+        class_config = type(opt).get_config
+
+        def apply_weight_decay(variables, _opt=opt, _var=var):
+            def decay():
+                for variable in variables:
+                    if _opt._use_weight_decay(variable):
+                        v = variable.value if isinstance(variable, keras.Variable) else variable
+                        v.assign_sub(v * tf.cast(_var, v.dtype) * tf.cast(_opt.learning_rate, v.dtype))
+                return tf.constant(True)
+
+            tf.cond(_var > 0, decay, lambda: tf.constant(False))
+
+        def get_config(_opt=opt, _var=var):
+            cfg = class_config(_opt)
+            wd = float(_var.numpy())
+            cfg["weight_decay"] = wd if wd > 0 or type(_opt).__name__ == "AdamW" else None
+            return cfg
+
+        opt._apply_weight_decay = apply_weight_decay
+        opt.get_config = get_config
+    for path, layer in dropout_layers(model):
+        var = tf.Variable(float(layer.rate), trainable=False, dtype=tf.float32, name="miha_dropout")
+        knobs.dropout[path] = var
+
+        def call(inputs, training=False, _layer=layer, _var=var):
+            if not training:
+                return inputs
+            from keras.src.random.seed_generator import draw_seed
+
+            seed = tf.cast(draw_seed(_layer.seed_generator), tf.int32)
+            noise_shape = _layer.noise_shape
+            if noise_shape is not None:
+                noise_shape = [tf.shape(inputs)[i] if d is None else d for i, d in enumerate(noise_shape)]
+            rate = tf.cast(_var, inputs.dtype)
+            return tf.nn.experimental.stateless_dropout(inputs, rate=rate, noise_shape=noise_shape, seed=seed)
+
+        layer.call = call
+    _KNOBS[model] = knobs
+    set_knobs(model, genes)
+
+
+def reset_seed_generators(model, seed: int) -> None:
+    """Set the state of every layer's random stream (Dropout's, GaussianNoise's) from ``seed``.
+
+    Keras keeps these streams in the layers, apart from the weights and from the global seed, so a
+    pooled model's dropout masks would depend on what it trained before; a member and a main-line
+    phase reset them from their own seeds instead, so they train alike wherever and whenever they run.
+    """
+    for i, (_, layer) in enumerate(iter_layers(model)):
+        gen = getattr(layer, "seed_generator", None)
+        state = getattr(gen, "state", None)
+        if state is not None:
+            state.assign(np.array([(seed * 7919 + i) % (2**31 - 1), 0], dtype=state.dtype))
+
+
+def set_knobs(model, genes: Genes) -> None:
+    """Put the genes' weight decay and dropout rates into ``model``'s variables (and attributes)."""
+    knobs = _KNOBS.get(model)
+    if knobs is None:
+        return
+    if knobs.weight_decay is not None and genes.weight_decay is not None:
+        knobs.weight_decay.assign(float(genes.weight_decay))
+        model.optimizer.weight_decay = float(genes.weight_decay) if genes.weight_decay > 0 else None
+    by_path = dict(iter_layers(model))
+    for path, rate in genes.dropouts:
+        var = knobs.dropout.get(path)
+        if var is not None:
+            var.assign(float(rate))
+            by_path[path].rate = float(rate)
 
 
 # -- building members ---------------------------------------------------------------------------
@@ -520,8 +681,10 @@ def rebuild(model, activations: Mapping[str, str]):
 
 
 def recompile(model, spec: CompileSpec, spe: int, jit: bool | str) -> None:
-    """Compile again with other execution settings, keeping the optimizer and its state."""
-    model.compile(optimizer=model.optimizer, loss=spec.loss, metrics=spec.metrics,
+    """Compile again with other execution settings, keeping the optimizer, its state and the loss
+    (with its label smoothing)."""
+    loss = model.loss if getattr(model, "loss", None) is not None else spec.loss
+    model.compile(optimizer=model.optimizer, loss=loss, metrics=spec.metrics,
                   steps_per_execution=spe, jit_compile=jit)
 
 
@@ -570,6 +733,7 @@ def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | Non
         for v, a in zip(opt.variables, fresh):
             v.assign(a)
     opt.learning_rate = float(genes.learning_rate)
+    set_knobs(model, genes)
     return carried
 
 
@@ -599,7 +763,9 @@ class ModelPool:
 
     @staticmethod
     def key(genes: Genes) -> tuple:
-        return (genes.activations, genes.optimizer)
+        """What needs its own traced step: the activations, the optimizer's kind and the label
+        smoothing (weight decay, dropout rates, learning rate and batch size do not)."""
+        return (genes.activations, genes.optimizer, genes.label_smoothing, genes.weight_decay is None)
 
     def get(self, genes: Genes):
         key = self.key(genes)
@@ -608,9 +774,10 @@ class ModelPool:
             model = rebuild(self.base, dict(genes.activations))
             template = self.spec.optimizer_template
             opt = make_optimizer(genes.optimizer, genes.learning_rate, template)
-            model.compile(optimizer=opt, loss=self.spec.loss, metrics=self.spec.metrics,
-                          steps_per_execution=self.spe, jit_compile=self.jit)
+            model.compile(optimizer=opt, loss=smoothed_loss(self.spec.loss, genes.label_smoothing),
+                          metrics=self.spec.metrics, steps_per_execution=self.spe, jit_compile=self.jit)
             opt.build(model.trainable_variables)
+            install_knobs(model, genes)
             _FRESH_OPTIMIZER[model] = [np.array(v.numpy(), copy=True) for v in opt.variables]
             self.built += 1
         else:

@@ -55,7 +55,38 @@ def possible_kinds(
             kinds.append(kind)
         elif kind == "learning_rate":
             kinds.append(kind)
+        elif kind == "weight_decay" and genes.weight_decay is not None:
+            kinds.append(kind)
+        elif kind == "dropout" and genes.dropouts and space.dropout_range[0] < space.dropout_range[1]:
+            kinds.append(kind)
+        elif (kind == "label_smoothing" and genes.label_smoothing is not None
+              and space.label_smoothing_range[0] < space.label_smoothing_range[1]):
+            kinds.append(kind)
     return kinds
+
+
+#: Multiplicative steps of a weight-decay mutation.
+WEIGHT_DECAY_FACTORS = (1 / 3, 0.5, 2.0, 3.0)
+#: Additive steps of a dropout-rate and a label-smoothing mutation.
+DROPOUT_STEP, SMOOTHING_STEP = 0.1, 0.05
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if lo < hi else float(lo)
+
+
+def _step(rng: np.random.Generator, value: float, step: float, lo: float, hi: float, fresh: bool) -> float:
+    """A neighbour of ``value`` one ``step`` up or down within [lo, hi] (or, ``fresh``, any grid value)."""
+    grid = [round(lo + i * step, 6) for i in range(int(round((hi - lo) / step)) + 1)] or [lo]
+    if hi not in grid and hi - grid[-1] > 1e-9:
+        grid.append(hi)
+    if fresh:
+        options = [v for v in grid if not math.isclose(v, value)]
+    else:
+        options = [v for v in (value - step, value + step) if lo - 1e-9 <= v <= hi + 1e-9]
+        options = [float(min(max(round(v, 6), lo), hi)) for v in options if not math.isclose(v, value)]
+        options = options or [v for v in grid if not math.isclose(v, value)]
+    return float(options[int(rng.integers(len(options)))]) if options else float(value)
 
 
 def mutate(
@@ -65,6 +96,7 @@ def mutate(
     activation_choices: Mapping[str, tuple[str, ...]],
     n_train: int | None = None,
     kind: str | None = None,
+    fresh: bool = False,
 ) -> tuple[Genes, str]:
     """Change one gene.
 
@@ -76,6 +108,8 @@ def mutate(
             layer's choices are restricted to those valid for the loss).
         n_train: number of training samples (caps the batch size).
         kind: force one gene kind (otherwise drawn uniformly among those that can change).
+        fresh: explore: a new value drawn from the whole range instead of a neighbour (the run
+            does so after a plateau).
 
     Returns:
         The new genes and a sentence saying what changed.
@@ -97,7 +131,37 @@ def mutate(
         new = genes.with_activation(path, options[int(rng.integers(len(options)))])
     elif kind == "batch_size":
         options = _batch_choices(genes.batch_size, space, n_train)
+        if fresh:
+            options = [v for v in _batch_choices(genes.batch_size, space, n_train) + sorted(
+                {2**i for i in range(16) if space.batch_size_range[0] <= 2**i <= min(
+                    space.batch_size_range[1], n_train or 2**16)}) if v != genes.batch_size] or options
         new = genes.replace(batch_size=int(options[int(rng.integers(len(options)))]))
+    elif kind == "learning_rate" and fresh:
+        lo, hi = space.learning_rate_range
+        lr = _log_uniform(rng, lo, hi)
+        new = genes.replace(learning_rate=lr)
+        return new, f"learning rate: {genes.learning_rate:.3g} --(fresh draw)--> {lr:.3g}"
+    elif kind == "weight_decay":
+        lo, hi = space.weight_decay_range
+        wd = float(genes.weight_decay or 0.0)
+        if wd <= 0 or fresh:
+            wd_new = _log_uniform(rng, lo, hi)
+        elif int(rng.integers(5)) == 0:
+            wd_new = 0.0  # off again
+        else:
+            factor = WEIGHT_DECAY_FACTORS[int(rng.integers(len(WEIGHT_DECAY_FACTORS)))]
+            wd_new = float(min(max(wd * factor, lo), hi))
+            if math.isclose(wd_new, wd):
+                wd_new = float(min(max(wd / factor, lo), hi))
+        new = genes.replace(weight_decay=float(f"{wd_new:.4g}"))
+    elif kind == "dropout":
+        lo, hi = space.dropout_range
+        path, rate = genes.dropouts[int(rng.integers(len(genes.dropouts)))]
+        new = genes.with_dropout(path, _step(rng, rate, DROPOUT_STEP, lo, hi, fresh))
+    elif kind == "label_smoothing":
+        lo, hi = space.label_smoothing_range
+        new = genes.replace(label_smoothing=_step(rng, float(genes.label_smoothing or 0.0), SMOOTHING_STEP, lo, hi,
+                                                  fresh))
     elif kind == "learning_rate":
         lo, hi = space.learning_rate_range
         factor = space.lr_factors[int(rng.integers(len(space.lr_factors)))]
@@ -127,4 +191,48 @@ def combine(ancestor: Genes, fitter: Genes, other: Genes) -> Genes:
     for path, act in other.activations:
         if fit_acts.get(path) == base.get(path) and act != base.get(path):
             child = child.with_activation(path, act)
+    if fitter.weight_decay == ancestor.weight_decay:
+        child = child.replace(weight_decay=other.weight_decay)
+    if fitter.label_smoothing == ancestor.label_smoothing:
+        child = child.replace(label_smoothing=other.label_smoothing)
+    base_rates, fit_rates = dict(ancestor.dropouts), dict(fitter.dropouts)
+    for path, rate in other.dropouts:
+        if fit_rates.get(path) == base_rates.get(path) and rate != base_rates.get(path):
+            child = child.with_dropout(path, rate)
     return child
+
+
+def explore(
+    genes: Genes,
+    space: SearchSpace,
+    rng: np.random.Generator,
+    activation_choices: Mapping[str, tuple[str, ...]],
+    n_train: int | None = None,
+) -> tuple[Genes, str]:
+    """A bolder move, for a run on a plateau: two genes changed, each to a value drawn from the whole
+    range rather than a neighbour (one gene when only one kind can change)."""
+    first, said = mutate(genes, space, rng, activation_choices, n_train, fresh=True)
+    kinds = [k for k in possible_kinds(first, space, activation_choices, n_train)]
+    changed = {k for k in kinds if _kind_differs(genes, first, k)}
+    others = [k for k in kinds if k not in changed]
+    if not others:
+        return first, f"explore: {said}"
+    second, said2 = mutate(first, space, rng, activation_choices, n_train, kind=others[int(rng.integers(len(others)))],
+                           fresh=True)
+    return second, f"explore: {said}; {said2}"
+
+
+def _kind_differs(a: Genes, b: Genes, kind: str) -> bool:
+    if kind == "optimizer":
+        return a.optimizer != b.optimizer
+    if kind == "learning_rate":
+        return a.learning_rate != b.learning_rate
+    if kind == "batch_size":
+        return a.batch_size != b.batch_size
+    if kind == "activation":
+        return a.activations != b.activations
+    if kind == "weight_decay":
+        return a.weight_decay != b.weight_decay
+    if kind == "dropout":
+        return a.dropouts != b.dropouts
+    return a.label_smoothing != b.label_smoothing

@@ -35,7 +35,8 @@ HISTORY_FIELDS = ("step", "phase", "cycle", "epoch", "loss", "val_loss", "genes"
 _MEMBER_NAME = re.compile(r"^(\d+)_(\d+|child)_model\.keras$")
 _MAIN_NAME = re.compile(r"^model_(\w+)\.keras$")
 _MAIN_TEXT = {"init": "main model after the run-up", "final": "final model",
-              "source": "the model as given, before training"}
+              "source": "the model as given, before training",
+              "best": "best model: the lineage's state with the best validation score"}
 _FILE_TEXT = {"run.json": "configuration, status, timings, test metrics",
               "events.jsonl": "the journal of every event (replayable)",
               "history.csv": "the final model's lineage, one row per epoch",
@@ -232,10 +233,13 @@ class RunFolder:
         return self.population_dir / f"{cycle}_child_model.keras"
 
     def best_archive(self, which: str = "final") -> Path:
-        """The archive an export writes: ``final`` (model_final), or ``best``: the main-line archive
-        whose last epoch had the lowest validation (else training) loss, among model_init,
-        model_<cycle> and model_final."""
+        """The archive an export writes: ``final`` (model_final), or ``best``: model_best (the
+        lineage's state with the best validation score, checked at every lineage epoch); for a run
+        folder written before model_best existed, the main-line archive whose last epoch had the
+        lowest validation (else training) loss, among model_init, model_<cycle> and model_final."""
         self.open_existing()
+        if which == "best" and self.model_path("best").exists():
+            return self.model_path("best")
         final = self.model_path("final")
         if which == "final":
             if not final.exists():
@@ -429,10 +433,10 @@ class RunFolder:
             self.model_path(name).unlink(missing_ok=True)
 
     def drop_intermediate(self) -> None:
-        """Delete every archive but model_final.keras; logs stay."""
+        """Delete every archive but model_final.keras and model_best.keras; logs stay."""
         if self.population_dir.is_dir():
             shutil.rmtree(self.population_dir, ignore_errors=True)
             self.population_dir.mkdir(exist_ok=True)
         for p in self.model_dir.glob("model_*.keras"):
-            if p.name != "model_final.keras":
+            if p.name not in ("model_final.keras", "model_best.keras"):
                 p.unlink(missing_ok=True)

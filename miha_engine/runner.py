@@ -32,9 +32,9 @@ from .config import RunConfig, SearchSpace
 from .data import Dataset, from_arrays, load_dataset
 from .errors import Cancelled, DivergedError, InputError, MihaError, RunFolderError
 from .evaluators import EvaluatorContext, MemberJob, Parent, make_evaluator
-from .fitness import fitness, rank_key
+from .fitness import epoch_noise, fitness, noise_margin, rank_key
 from .genes import Genes
-from .mutation import combine, mutate
+from .mutation import combine, explore, mutate
 from .runlog import RunFolder, describe_file, read_events
 from .snapshot import Snapshot, average_weights
 from .state import RunState
@@ -64,6 +64,8 @@ class Checkpoint:
     step: int
     genes: Genes
     elapsed: float = 0.0
+    #: the best lineage score so far and its lineage step (model_best.keras holds that state)
+    best: dict[str, Any] | None = None
 
 
 def default_run_dir(base: str | Path = "runs") -> Path:
@@ -182,6 +184,7 @@ class _Loop:
         self.edits = edits
         self.pending_edits: dict[str, Any] = {}
         self.kept_edits: dict[str, Any] = {}
+        self.best: dict[str, Any] = {"score": math.inf, "step": None}
 
     # -- events and records ------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
@@ -236,6 +239,7 @@ class _Loop:
             "genes": self.genes.to_dict(),
             "model": str(self.archive.relative_to(self.folder.root)),
             "elapsed_seconds": self.elapsed(),
+            "best": self.best if self.best["step"] is not None else None,
         })
 
     # -- the loop ----------------------------------------------------------------------------
@@ -253,6 +257,8 @@ class _Loop:
     def _body(self, start: Checkpoint, how: str) -> RunResult:
         cfg, folder, backend = self.config, self.folder, self.backend
         self.genes, self.step = start.genes, start.step
+        if start.best and start.best.get("step") is not None and folder.model_path("best").exists():
+            self.best = {"score": float(start.best["score"]), "step": int(start.best["step"])}
         if how == "resumed":  # the journal's picture (and so every view) is cut back to the checkpoint here
             self.emit(ev.RunResumed(cycle=-1 if start.completed is None else start.completed, step=start.step,
                                     genes=start.genes.to_dict()))
@@ -313,6 +319,7 @@ class _Loop:
             self.step += 1
             self.emit(ev.EpochEnded(phase=phase, cycle=cycle, member=None, epoch=epoch + 1, step=self.step,
                                     loss=loss, val_loss=val, seconds=seconds))
+            self._check_best(val if val is not None else loss, self.backend.save_main)
 
         result = self.backend.train_main(self.genes, epochs, on_epoch, main_shuffle(cycle))
         self._flush_notes()
@@ -322,6 +329,16 @@ class _Loop:
                 + (f" of cycle {cycle}" if cycle else "")
                 + "; the last good archive is kept. Lower the learning rate or check the data"
             )
+
+    def _check_best(self, score: float | None, write) -> None:
+        """Keep model_best.keras: the lineage's state with the lowest validation loss (training loss
+        without a validation split), checked at every lineage epoch; ``write(path)`` saves that state."""
+        if score is None or not math.isfinite(score) or score >= self.best["score"]:
+            return
+        self._save(write, self.folder.model_path("best"),
+                   f"best model: lineage epoch {self.step}, {'validation' if self.backend.data.has_validation else 'training'} "
+                   f"loss {score:.4g}")
+        self.best = {"score": float(score), "step": self.step}
 
     def _totals(self, start: Checkpoint) -> tuple[int, int]:
         """(compute, lineage) epochs of the whole run as seen from ``start``."""
@@ -371,14 +388,25 @@ class _Loop:
         cfg = self.config
         assert self.genes is not None
         rng = np.random.default_rng([cfg.seed, cycle])
+        bold = cfg.explore_on_plateau and self.state.plateaus.get(cycle - 1, False)
         jobs = []
         for i in range(cfg.population_size):
-            if cfg.control_member and i == 0:
+            if self._has_control() and i == 0:
                 genes, change = self.genes, "control: unchanged"
+            elif bold and i % 2 == 1:
+                genes, change = explore(self.genes, cfg.search, rng, self.backend.choices, self.backend.data.n_train)
             else:
                 genes, change = mutate(self.genes, cfg.search, rng, self.backend.choices, self.backend.data.n_train)
             jobs.append(MemberJob(i, genes, change, cfg.candidate_epochs))
+        if bold:
+            bolder = [str(j.index) for j in jobs if j.change.startswith("explore:")]
+            self.note(f"cycle {cycle}: every member of cycle {cycle - 1} tied with the control within the noise; "
+                      f"exploring harder: member{'s' if len(bolder) > 1 else ''} {', '.join(bolder)} draw fresh "
+                      "values for two genes instead of a neighbour of one")
         return jobs
+
+    def _has_control(self) -> bool:
+        return self.config.control_member and self.config.population_size >= 2
 
     def _cycle(self, cycle: int) -> None:
         self._apply_edits(cycle)
@@ -388,13 +416,18 @@ class _Loop:
         parent = Parent(cycle, backend.snapshot(ancestor), self.archive)
         has_val = backend.data.has_validation
         jobs = self._jobs(cycle)
+        # L0: the parent's loss at the fork, the same for every member (see miha_engine.fitness)
+        anchor = backend.holdout_loss(parent.snapshot, ancestor) if has_val else self._last_main_loss()
         best: list[tuple[float, int, Snapshot]] = []  # the two fittest so far, as snapshots
         scores: list[float] = [-math.inf] * cfg.population_size
+        curves: dict[int, list[float]] = {}
+        control_snap: Snapshot | None = None
         last_val: dict[int, float] = {}
         lengths: dict[int, int] = {}
         for out in self.evaluator.members(parent, jobs, _MemberEvents(self, cycle, self.step)):
             i, change = out.job.index, out.job.change
-            score = fitness(out.val_losses if has_val else out.losses, cfg.fitness, cfg.fitness_slope_weight)
+            curves[i] = list(out.val_losses if has_val else out.losses)
+            score = fitness(curves[i], cfg.fitness, cfg.fitness_slope_weight, anchor)
             if out.failure:
                 score = -math.inf
                 self.note(f"cycle {cycle}, member {i} ({change}): {out.failure}; it scores worst and is never chosen")
@@ -411,19 +444,46 @@ class _Loop:
                                        worker=out.where or None, failed=out.failure))
             if math.isfinite(score) and (len(best) < 2 or rank_key(score, i) < rank_key(*best[-1][:2])):
                 best = sorted([*best, (score, i, out.snapshot())], key=lambda t: rank_key(t[0], t[1]))[:2]
+            if i == 0 and self._has_control() and math.isfinite(score):
+                control_snap = next((t[2] for t in best if t[1] == 0), None) or out.snapshot()
         backend.reseed(main_line_seed(cfg.seed, cycle))
 
         weights, child = None, None
+        rule, margin, plateau = "fittest", None, False
         if not best:
             decision = "every member diverged: the model from before the population is kept"
             self.note(f"cycle {cycle}: {decision}")
-            winner, chosen = -1, parent.snapshot
+            winner, chosen, rule = -1, parent.snapshot, "kept"
         else:
             _, winner, chosen = best[0]
-            decision = f"selection: member {winner} ({jobs[winner].change})"
-            if cfg.crossover and len(best) >= 2:
+            decision = f"selection: member {winner} ({jobs[winner].change}) is the fittest"
+            if cfg.selection == "noise" and control_snap is not None:
+                margin, sigma = self._margin(curves[0], anchor)
+                rule = "noise"
+                mutants = [(scores[j], j) for j in range(1, cfg.population_size) if math.isfinite(scores[j])]
+                top_score, top = max(mutants, key=lambda t: (t[0], -t[1])) if mutants else (-math.inf, -1)
+                gain = top_score - scores[0]
+                plateau = bool(mutants) and all(abs(sc - scores[0]) <= margin for sc, _ in mutants)
+                noise_text = f"noise {margin:.3g} (epoch-to-epoch spread {sigma:.3g} in log-loss)"
+                if top >= 0 and gain > margin:
+                    winner, chosen = top, next(t[2] for t in best if t[1] == top)
+                    decision = (f"noise rule: member {top} ({jobs[top].change}) beats the control by "
+                                f"{gain:.3g} > {noise_text}")
+                else:
+                    winner, chosen = 0, control_snap
+                    said = (f"the best mutant, member {top} ({jobs[top].change}), is fitter by only {gain:.3g}"
+                            if gain > 0 else f"no mutant is fitter (best: member {top}, {gain:.3g})") if top >= 0 \
+                        else "no mutant trained"
+                    decision = f"noise rule: the control keeps the parent's genes; {said} ≤ {noise_text}"
+                if plateau:
+                    decision += "; every member tied within the noise (a plateau)"
+            if cfg.crossover and len(best) >= 2 and winner == best[0][1] and (
+                    rule != "noise" or (best[1][1] != 0 and scores[best[1][1]] - scores[0] > (margin or 0.0))):
                 decision, chosen, weights, child = self._crossover(ancestor, best, last_val, decision)
             self.step += lengths[winner]  # the winner's n epochs join the lineage
+            if child is None and weights is None:  # the lineage's state is the winner's, as archived
+                self._check_best(curves[winner][-1] if curves.get(winner) else None,
+                                 self._copier(folder.member_path(cycle, winner)))
         self.genes = chosen.genes
         backend.set_main(chosen, self.genes, weights=weights)
         if child is not None:
@@ -431,7 +491,8 @@ class _Loop:
                        f"cycle {cycle}: crossover of members {child[0]} and {child[1]}")
         del best, parent
         self.emit(ev.CycleDone(cycle=cycle, winner=winner, fitnesses=[s if math.isfinite(s) else None for s in scores],
-                               decision=decision, genes=self.genes.to_dict()))
+                               decision=decision, genes=self.genes.to_dict(), rule=rule, margin=margin,
+                               plateau=plateau))
         if cfg.fixing_epochs:
             self._train_main("fixing", cycle, cfg.fixing_epochs)
         self.archive = self._save_main(str(cycle))
@@ -439,6 +500,32 @@ class _Loop:
         if cfg.drop_intermediate:
             folder.drop_superseded(cycle)
         gc.collect()
+
+    def _margin(self, control: list[float], anchor: float | None) -> tuple[float, float]:
+        """(margin in fitness units, epoch-to-epoch noise in log-loss) from the control's curve (from
+        the parent's loss) and the lineage's last epochs: what a mutant must beat the control by."""
+        cfg = self.config
+        recent = self.state.main_raw_val if self.backend.data.has_validation else self.state.main_losses
+        recent = [v for v in recent[-8:] if v is not None]
+        sigma = epoch_noise([recent, ([anchor] if anchor else []) + list(control)])
+        if sigma is None:
+            return 0.0, 0.0
+        return noise_margin(control, sigma, cfg.fitness, cfg.fitness_slope_weight, anchor), sigma
+
+    def _last_main_loss(self) -> float | None:
+        losses = [v for v in self.state.main_losses if v is not None and math.isfinite(v)]
+        return losses[-1] if losses else None
+
+    def _copier(self, src: Path):
+        """A writer that copies an archive already saved (a member's) to another path, atomically."""
+        import shutil
+
+        from .runlog import atomic_write
+
+        def write(path: Path) -> None:
+            atomic_write(path, lambda tmp: shutil.copyfile(src, tmp))
+
+        return write
 
     def _crossover(self, ancestor: Genes, best, last_val: dict[int, float], decision: str):
         """Child of the two fittest: the ancestor's genes with both mutations, the fitter parent's
@@ -470,6 +557,13 @@ class _Loop:
         self._train_main("final", cfg.cycles + 1, cfg.runup_epochs)
         final = self._save_main("final")
         test = {"initial": initial_test, "final": self.backend.test_metrics()} if initial_test else {}
+        best_path = folder.model_path("best")
+        if self.best["step"] is not None and best_path.exists():
+            if test:
+                test["best"] = self.backend.archive_test_metrics(best_path)
+            folder.update_run(best_model={"path": str(best_path.relative_to(folder.root)),
+                                          "lineage_epoch": self.best["step"], "score": self.best["score"],
+                                          "of": "val_loss" if self.backend.data.has_validation else "loss"})
         wall = self.elapsed()
         self.write_views()
         # Finished first, then delete: a kill in between leaves a finished run, never a checkpoint
@@ -666,7 +760,7 @@ def _resume_locked(folder: RunFolder, data, listeners, cancel, execution, backen
         start = Checkpoint(None, 0, backend.initial_genes())
     else:
         start = Checkpoint(int(ckpt["completed_cycle"]), int(ckpt["step"]), Genes.from_dict(ckpt["genes"]),
-                           float(ckpt.get("elapsed_seconds", 0.0)))
+                           float(ckpt.get("elapsed_seconds", 0.0)), ckpt.get("best"))
     state = RunState()
     for event in read_events(folder.events_path):
         state.apply(event)

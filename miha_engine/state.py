@@ -56,6 +56,8 @@ class RunState:
     branches: dict[tuple[int, int], Branch] = field(default_factory=dict)
     winners: dict[int, int] = field(default_factory=dict)
     decisions: dict[int, str] = field(default_factory=dict)
+    #: cycles where every member tied with the control within the noise margin
+    plateaus: dict[int, bool] = field(default_factory=dict)
     #: settings changed during the run, by the cycle they apply from
     edits: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: the configuration the run started with (``config`` follows live edits)
@@ -96,6 +98,7 @@ class RunState:
         self.branches = {k: b for k, b in self.branches.items() if k[0] <= e.cycle}
         self.winners = {c: w for c, w in self.winners.items() if c <= e.cycle}
         self.decisions = {c: d for c, d in self.decisions.items() if c <= e.cycle}
+        self.plateaus = {c: d for c, d in self.plateaus.items() if c <= e.cycle}
         self.edits = {c: d for c, d in self.edits.items() if c <= e.cycle}
         self.cycle_genes = {c: g for c, g in self.cycle_genes.items() if c <= e.cycle}
         self.cycle_borders = [s for s in self.cycle_borders if s <= keep]
@@ -156,6 +159,7 @@ class RunState:
     def _on_cycle_done(self, e: ev.CycleDone) -> None:
         self.winners[e.cycle] = e.winner
         self.decisions[e.cycle] = e.decision
+        self.plateaus[e.cycle] = bool(e.plateau)
         self.cycle_genes[e.cycle] = e.genes
         b = self.branches.get((e.cycle, e.winner))
         self.genes = e.genes

@@ -21,7 +21,9 @@ from miha_engine.runner import resume, run
 from miha_engine.state import replay
 from miha_engine.testing import FakeBackend
 
-CFG = me.RunConfig(runup_epochs=2, candidate_epochs=3, fixing_epochs=1, cycles=4, population_size=4, seed=7)
+# the plain rule (no control, the fittest wins) unless a test says otherwise; the noise rule has its own tests
+CFG = me.RunConfig(runup_epochs=2, candidate_epochs=3, fixing_epochs=1, cycles=4, population_size=4, seed=7,
+                   control_member=False, selection="fittest")
 NAN = math.nan
 
 
@@ -93,6 +95,70 @@ def test_a_control_member_that_ties_keeps_the_parents_genes(tmp_path):
     assert _decisions(res)[1]["winner"] == 0
     assert res.population["1"]["0"]["change"] == "control: unchanged"
     assert res.genes.to_dict() == res.population["1"]["0"]["genes"]
+
+
+NOISY = CFG.replace(control_member=True, selection="noise", cycles=2, population_size=4)
+
+
+def test_the_noise_rule_keeps_the_parents_genes_when_mutants_only_tie(tmp_path):
+    # the control's own curve wobbles by about 5% from epoch to epoch; mutants end 1-2% lower
+    script = {(1, 0): [0.50, 0.46, 0.49], (1, 1): [0.50, 0.47, 0.485], (1, 2): [0.49, 0.47, 0.482],
+              (1, 3): [0.52, 0.48, 0.488]}
+    res, events, _ = _run(tmp_path, NOISY, script=script)
+    plain, _, _ = _run(tmp_path, NOISY.replace(selection="fittest"), name="plain", script=script)
+    assert _decisions(plain)[1]["winner"] == 2  # the fittest rule is fooled by the noise
+    assert _decisions(res)[1]["winner"] == 0
+    done = [e for e in events if isinstance(e, ev.CycleDone)]
+    assert done[0].rule == "noise" and done[0].margin > 0 and done[0].plateau
+    assert done[0].decision.startswith("noise rule: the control keeps the parent's genes")
+    assert "member 2" in done[0].decision and "plateau" in done[0].decision
+    assert done[0].genes == res.population["1"]["0"]["genes"]
+    # after the plateau the next population explores, and says so
+    notes = [e.message for e in events if isinstance(e, ev.Note)]
+    assert any(n.startswith("cycle 2: every member of cycle 1 tied with the control") for n in notes), notes
+    changes = [res.population["2"][str(i)]["change"] for i in range(4)]
+    assert changes[0] == "control: unchanged"
+    assert changes[1].startswith("explore:") and changes[3].startswith("explore:")
+    assert not changes[2].startswith("explore:")
+    # without exploration the same cycle mutates as usual
+    calm, _, _ = _run(tmp_path, NOISY.replace(explore_on_plateau=False), name="calm", script=script)
+    assert not any(calm.population["2"][str(i)]["change"].startswith("explore:") for i in range(4))
+
+
+def test_the_noise_rule_lets_a_clearly_better_mutant_replace_the_control(tmp_path):
+    script = {(1, 0): [0.50, 0.46, 0.49], (1, 1): [0.45, 0.35, 0.30], (1, 2): [0.49, 0.47, 0.48],
+              (1, 3): [0.52, 0.48, 0.488]}
+    res, events, _ = _run(tmp_path, NOISY, script=script)
+    done = [e for e in events if isinstance(e, ev.CycleDone)][0]
+    assert done.winner == 1 and not done.plateau
+    assert done.decision.startswith("noise rule: member 1") and "beats the control by" in done.decision
+    gain = float(done.decision.split("beats the control by ")[1].split(" ")[0])
+    assert gain > done.margin
+
+
+def test_model_best_holds_the_lineage_state_with_the_lowest_validation_loss(tmp_path):
+    # the winner of cycle 1 reaches 0.1 at its last member epoch; with no fixing epochs every later
+    # epoch of the lineage is worse: model_best is that member's state, copied from its archive
+    script = {(1, 0): [0.9, 0.5, 0.1], (1, 1): [0.9, 0.9, 0.9], (1, 2): [0.95, 0.95, 0.95], (1, 3): [1, 1, 1],
+              (2, 0): [0.9, 0.8, 0.7], (2, 1): [0.9, 0.8, 0.7], (2, 2): [0.9, 0.8, 0.6], (2, 3): [1, 1, 1]}
+    res, events, _ = _run(tmp_path, CFG.replace(cycles=2, fixing_epochs=0), script=script)
+    root = tmp_path / "run"
+    best = json.loads((root / "model" / "model_best.keras").read_text())
+    vals = [r["val_loss"] for r in res.history]
+    assert min(vals) == pytest.approx(0.1)
+    # the archive holds the state whose val loss was lowest: the fake's val loss is (floor + d) * 1.05
+    assert (0.05 + best["distance"]) * 1.05 == pytest.approx(0.1)
+    info = json.loads((root / "run.json").read_text())
+    step = [r["step"] for r in res.history if r["val_loss"] == min(vals)][0]
+    assert info["best_model"]["lineage_epoch"] == step and info["best_model"]["path"] == "model/model_best.keras"
+    assert set(info["test_metrics"]) == {"initial", "final", "best"}
+    assert info["test_metrics"]["best"]["loss"] < info["test_metrics"]["final"]["loss"]
+    assert me.RunFolder(root).best_archive("best") == root / "model" / "model_best.keras"
+    # drop_intermediate keeps it
+    assert (root / "model" / "model_best.keras").read_bytes() == (root / "population" / "1_0_model.keras").read_bytes()
+    res2, _, _ = _run(tmp_path, CFG.replace(cycles=2, drop_intermediate=True), name="drop", script=script)
+    assert sorted(p.name for p in (tmp_path / "drop" / "model").iterdir()) == ["model_best.keras",
+                                                                              "model_final.keras"]
 
 
 def test_diverged_members_are_never_chosen_and_all_diverged_keeps_the_parent(tmp_path):

@@ -119,3 +119,31 @@ def test_config_round_trips_through_json_and_toml(tmp_path):
     loaded = RunConfig.load(toml)
     assert loaded.cycles == 5 and loaded.population_size == 4 and loaded.search.kinds == ("batch_size",)
     assert loaded.total_epochs == 2 * 2 + 5 * (4 * 1 + 1)
+
+
+def test_the_slope_from_the_parents_loss_does_not_reward_early_damage():
+    from miha_engine.fitness import fitness
+
+    damaged, steady = [3.0, 0.62], [0.55, 0.60]  # the damaged member ends worse
+    assert fitness(damaged, "log_slope_l1") > fitness(steady, "log_slope_l1")  # the first wave's formula is fooled
+    assert fitness(damaged, "log_slope", anchor=0.5) < fitness(steady, "log_slope", anchor=0.5)
+    # from a shared L0 the ranking is the last loss's
+    curves = [[0.9, 0.4], [0.3, 0.45], [0.7, 0.41]]
+    ranked = sorted(range(3), key=lambda i: -fitness(curves[i], anchor=0.8))
+    assert ranked == sorted(range(3), key=lambda i: curves[i][-1])
+
+
+def test_epoch_noise_ignores_a_steady_trend_and_measures_the_wobble():
+    import math
+
+    from miha_engine.fitness import epoch_noise, noise_margin
+
+    steady = [1.0 * 0.9**k for k in range(8)]
+    assert epoch_noise([steady]) == pytest.approx(0.0, abs=1e-9)
+    wobbly = [v * (1.05 if k % 2 else 0.95) for k, v in enumerate(steady)]
+    sigma = epoch_noise([wobbly])
+    assert 0.05 < sigma < 0.15
+    assert epoch_noise([[1.0, 0.9]]) is None  # too few epochs to tell
+    margin = noise_margin([0.5, 0.45, 0.4], sigma, anchor=0.6)
+    assert margin == pytest.approx(sigma * (1 + 1 / 3), rel=1e-6)
+    assert math.isfinite(margin)

@@ -38,7 +38,8 @@ def test_run_writes_the_whole_folder_and_counts_epochs(tmp_path, ds):
     assert sum(e.phase == "member" for e in epochs) == 2 * 3 * 2
     # archives
     names = sorted(p.name for p in (root / "model").iterdir())
-    assert names == ["model_1.keras", "model_2.keras", "model_final.keras", "model_init.keras", "model_source.keras"]
+    assert names == ["model_1.keras", "model_2.keras", "model_best.keras", "model_final.keras", "model_init.keras",
+                     "model_source.keras"]
     assert sorted(p.name for p in (root / "population").iterdir()) == [f"{c}_{m}_model.keras" for c in (1, 2) for m in range(3)]
     # population.json structure
     pop = json.loads((root / "population.json").read_text())
@@ -73,7 +74,8 @@ def test_same_seed_gives_same_genes_and_changes(tmp_path, ds):
 
 
 def test_control_member_and_crossover(tmp_path, ds):
-    cfg = TINY.replace(control_member=True, crossover=True, crossover_weights="average", population_size=3)
+    cfg = TINY.replace(control_member=True, crossover=True, crossover_weights="average", population_size=3,
+                       selection="fittest")
     res, events = _run(tmp_path, ds, cfg)
     started = [e for e in events if isinstance(e, ev.MemberStarted)]
     assert all(e.change == "control: unchanged" for e in started if e.member == 0)
@@ -84,7 +86,7 @@ def test_control_member_and_crossover(tmp_path, ds):
 
 
 def test_functional_residual_model_runs(tmp_path, ds):
-    cfg = TINY.replace(cycles=1, search=me.SearchSpace(kinds=("activation",)))
+    cfg = TINY.replace(cycles=1, search=me.SearchSpace(kinds=("activation",)), control_member=False)
     res, events = _run(tmp_path, ds, cfg, model=residual_classifier())
     assert res.status == "finished"
     assert all("activation of" in e.change for e in events if isinstance(e, ev.MemberStarted))
@@ -144,7 +146,7 @@ def test_diverging_members_score_worst_and_are_never_chosen(tmp_path, small_digi
 def test_drop_intermediate_keeps_final_and_logs(tmp_path, ds):
     res, _ = _run(tmp_path, ds, TINY.replace(cycles=1, drop_intermediate=True))
     root = tmp_path / "run"
-    assert [p.name for p in (root / "model").iterdir()] == ["model_final.keras"]
+    assert sorted(p.name for p in (root / "model").iterdir()) == ["model_best.keras", "model_final.keras"]
     assert not list((root / "population").iterdir())
     assert (root / "history.csv").exists() and (root / "population.json").exists()
 
@@ -233,7 +235,7 @@ def test_when_every_member_diverges_the_cycle_keeps_the_parent(tmp_path, small_d
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1, name="o")])
     model.compile("adam", "mse")
     space = me.SearchSpace(kinds=("optimizer",), optimizers=("sgd",), learning_rate_range=(1e6, 1e7))
-    cfg = TINY.replace(cycles=1, population_size=2, search=space)
+    cfg = TINY.replace(cycles=1, population_size=2, search=space, control_member=False)
     res, events = _run(tmp_path, (x, y.astype("float32")), cfg, model=model)
     done = [e for e in events if isinstance(e, ev.CycleDone)][0]
     assert done.winner == -1 and "every member diverged" in done.decision
