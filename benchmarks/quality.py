@@ -401,12 +401,15 @@ def run_keras_tuner(task: Task, seed: int, budget: int, trial_epochs: int, kind:
 VARIANTS: dict[str, dict[str, Any]] = {
     "miha": {},
     "first_wave": {"control_member": False, "selection": "fittest", "fitness": "log_slope_l1",
-                   "explore_on_plateau": False, "kinds": ("optimizer", "activation", "batch_size", "learning_rate")},
+                   "explore_on_plateau": False, "final_anneal": 1.0,
+                   "kinds": ("optimizer", "activation", "batch_size", "learning_rate")},
     "fittest": {"selection": "fittest"},
     "no_control": {"control_member": False, "selection": "fittest"},
     "l1_slope": {"fitness": "log_slope_l1"},
     "no_explore": {"explore_on_plateau": False},
     "no_new_genes": {"kinds": ("optimizer", "activation", "batch_size", "learning_rate")},
+    "no_anneal": {"final_anneal": 1.0},
+    "acc_fitness": {"fitness_metric": "accuracy"},  # classification tasks only
 }
 
 
@@ -508,6 +511,8 @@ def article_main(args) -> None:
                 tag = label or system
                 path = out / f"article-{name}-{tag}-s{seed}.json"
                 if path.exists() and not args.again:
+                    continue
+                if VARIANTS.get(system, {}).get("fitness_metric") == "accuracy" and not task.higher_is_better:
                     continue
                 t0 = time.perf_counter()
                 if system == "plain":

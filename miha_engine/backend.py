@@ -74,13 +74,16 @@ class Backend(Protocol):
     def search_context(self) -> dict[str, Any]: ...
     def param_count(self) -> int: ...
     def start(self, genes: Genes) -> None: ...
-    def train_main(self, genes: Genes, epochs: int, on_epoch: EpochCallback, shuffle: int) -> FitResult: ...
+    def train_main(self, genes: Genes, epochs: int, on_epoch: EpochCallback, shuffle: int,
+                   lr_schedule: list[float] | None = None) -> FitResult: ...
     def snapshot(self, genes: Genes) -> Snapshot: ...
     def set_main(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None) -> None: ...
     def save_main(self, path: Path) -> None: ...
     def train_member(self, genes: Genes, parent: Snapshot, cycle: int, index: int, epochs: int,
                      on_epoch: EpochCallback) -> tuple[FitResult, TrainedMember]: ...
-    def holdout_loss(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None) -> float: ...
+    def holdout_loss(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None,
+                     metric: str = "loss") -> float: ...
+    def last_epoch_metrics(self) -> dict[str, float]: ...
     def test_metrics(self) -> dict[str, float]: ...
     def archive_test_metrics(self, path: Path) -> dict[str, float]: ...
     def reseed(self, seed: int) -> None: ...
@@ -163,6 +166,11 @@ class KerasBackend:
         spec = mdl.compile_spec(model, config)
         info = mdl.summarize(model)
         validate(data, info.input_shape, info.output_shape, spec.task)
+        if config.fitness_metric != "loss":
+            names = [mdl._metric_name(m) for m in spec.metrics]
+            if config.fitness_metric not in names:
+                raise InputError(f"fitness_metric {config.fitness_metric!r} is not one of the model's compiled "
+                                 f"metrics ({', '.join(names) or 'none'}); compile the model with it, or use loss")
         data = data.with_validation_split(config.validation_split, config.seed)
         if config.batch_size is not None and config.batch_size > data.n_train:
             raise InputError(f"batch_size {config.batch_size} is larger than the {data.n_train} training samples; "
@@ -201,13 +209,19 @@ class KerasBackend:
         self.main = self.pool.get(genes)
         mdl.restore(self.main, mdl.snapshot(self.model, genes), genes)
 
-    def train_main(self, genes: Genes, epochs: int, on_epoch: EpochCallback, shuffle: int) -> FitResult:
+    def train_main(self, genes: Genes, epochs: int, on_epoch: EpochCallback, shuffle: int,
+                   lr_schedule: list[float] | None = None) -> FitResult:
         """Train the main line; ``shuffle`` (see :func:`main_shuffle`) fixes the order of its batches,
-        so a resumed run shuffles exactly as an uninterrupted one."""
+        so a resumed run shuffles exactly as an uninterrupted one; ``lr_schedule`` gives each epoch's
+        learning rate (the final phase's anneal), after which the genes' rate is set back."""
         from . import models as mdl
 
         mdl.reset_seed_generators(self.main, self.config.seed * 100_003 + shuffle)
-        return self._fit(self.main, genes, epochs, on_epoch, shuffle=shuffle)
+        try:
+            return self._fit(self.main, genes, epochs, on_epoch, shuffle=shuffle, lr_schedule=lr_schedule)
+        finally:
+            if lr_schedule is not None:
+                self.main.optimizer.learning_rate = float(genes.learning_rate)
 
     def snapshot(self, genes: Genes) -> Snapshot:
         from . import models as mdl
@@ -261,19 +275,29 @@ class KerasBackend:
         result = self._fit(model, genes, epochs, on_epoch, shuffle=shuffle)
         return result, _LiveMember(model, genes)
 
-    def holdout_loss(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None) -> float:
-        """The loss of a state on the validation split (the training data when there is none)."""
+    def holdout_loss(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None,
+                     metric: str = "loss") -> float:
+        """The loss (or a compiled metric) of a state on the validation split (the training data when
+        there is none)."""
         from . import models as mdl
 
         model = self.pool.get(genes)
         mdl.restore(model, snap, genes, weights=weights)
         if self.data.has_validation:
-            return self.trainer.validation_loss(model)
-        return self.trainer.evaluate(model, self.data.x, self.data.y)["loss"]
+            if metric == "loss":
+                return self.trainer.validation_loss(model)
+            return float(model.evaluate(self.trainer._val, verbose=0, return_dict=True).get(metric, float("nan")))
+        return self.trainer.evaluate(model, self.data.x, self.data.y).get(metric, float("nan"))
+
+    def last_epoch_metrics(self) -> dict[str, float]:
+        """The compiled metrics of the epoch that ended last (main line or member)."""
+        return dict(self.trainer.last_metrics)
 
     # -- shared --------------------------------------------------------------------------------
-    def _fit(self, model, genes: Genes, epochs: int, on_epoch: EpochCallback, shuffle: int | None = None) -> FitResult:
-        result = self.trainer.fit(model, genes.batch_size, epochs, on_epoch, spec=self.spec, shuffle=shuffle)
+    def _fit(self, model, genes: Genes, epochs: int, on_epoch: EpochCallback, shuffle: int | None = None,
+             lr_schedule: list[float] | None = None) -> FitResult:
+        result = self.trainer.fit(model, genes.batch_size, epochs, on_epoch, spec=self.spec, shuffle=shuffle,
+                                  lr_schedule=lr_schedule)
         if self.trainer.xla_failed and self.pool.jit is not False:
             self.pool.disable_jit()
         return result

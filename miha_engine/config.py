@@ -282,7 +282,12 @@ class RunConfig:
                                       help="when every member ties with the control, the next population draws "
                                       "fresh values and two-gene moves")
     fitness: str = option("log_slope", choices=FITNESS_FORMULAS, help="the fitness formula")
+    final_anneal: float = option(0.01, bounds=(0.0, 1.0),
+                                 help="the final phase anneals the learning rate along a cosine, from the "
+                                 "lineage's rate down to this fraction of it; 1 keeps it constant")
     fitness_slope_weight: float = option(1.0, help="weight of the loss's fall in the log_slope fitness")
+    fitness_metric: str = option("loss", help="what fitness and model_best score: the loss, or a compiled metric "
+                                 "such as accuracy (its direction is known: accuracy scores its error 1 - accuracy)")
     validation_split: float = option(0.1, help="fraction of the training data held out when the dataset has "
                                      "no validation split")
     drop_intermediate: bool = option(False, help="delete the intermediate archives at the end (keep "
@@ -320,8 +325,18 @@ class RunConfig:
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                f"seed must be a whole number >= 0, got {self.seed!r}")
         _check(_number(self.validation_split), f"validation_split must be a number in [0, 1), got {self.validation_split!r}")
+        _check(_number(self.final_anneal) and 0 < self.final_anneal <= 1,
+               f"final_anneal must be a fraction in (0, 1] (1: no anneal), got {self.final_anneal!r}")
         _check(_number(self.fitness_slope_weight) and self.fitness_slope_weight >= 0,
                f"fitness_slope_weight must be a number >= 0, got {self.fitness_slope_weight!r}")
+        _check(isinstance(self.fitness_metric, str) and self.fitness_metric.strip() != "",
+               f"fitness_metric must be 'loss' or the name of a compiled metric, got {self.fitness_metric!r}")
+        if self.fitness_metric != "loss":
+            from .fitness import metric_direction
+
+            _check(metric_direction(self.fitness_metric) is not None,
+                   f"fitness_metric {self.fitness_metric!r}: MIHA does not know whether higher or lower is better; "
+                   "use loss, or a metric such as accuracy, auc, precision, recall, mae or mse")
         for name in ("loss", "optimizer"):
             _check(getattr(self, name) is None or isinstance(getattr(self, name), str),
                    f"{name} must be a name, got {getattr(self, name)!r}")

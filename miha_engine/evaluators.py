@@ -69,6 +69,8 @@ class MemberOutcome:
     trained: TrainedMember | None = None
     failure: str | None = None
     where: dict[str, Any] = field(default_factory=dict)
+    #: per-epoch values of the compiled metrics, by Keras' log name ("val_accuracy", "accuracy", ...)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, job: MemberJob, epochs: int, has_validation: bool, why: str,
@@ -160,7 +162,8 @@ class LocalEvaluator:
                                                        job.epochs, on_epoch)
             for message in ctx.backend.pop_notes():
                 listener.note(message)
-            yield MemberOutcome(job, result.losses, result.val_losses, result.diverged, trained=trained)
+            yield MemberOutcome(job, result.losses, result.val_losses, result.diverged, trained=trained,
+                                metrics=dict(result.metrics))
 
 
 def make_evaluator(config: RunConfig) -> Evaluator:

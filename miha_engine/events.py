@@ -65,6 +65,8 @@ class EpochEnded(Event):
     loss: float
     val_loss: float | None
     seconds: float
+    #: the compiled metrics of a main-line epoch ("accuracy", "val_accuracy", ...); None for members
+    metrics: dict[str, float] | None = None
     kind: str = field(init=False, default="epoch_ended")
 
 
@@ -81,6 +83,8 @@ class MemberTrained(Event):
     worker: dict[str, Any] | None = None
     #: why it could not be trained (its worker died too often); None when it trained
     failed: str | None = None
+    #: the compiled metrics' per-epoch values ("accuracy", "val_accuracy", ...)
+    metrics: dict[str, list[float]] | None = None
     kind: str = field(init=False, default="member_trained")
 
 

@@ -30,6 +30,30 @@ from collections.abc import Sequence
 
 WORST = float("-inf")
 
+#: Metrics (by Keras' name, without "val_") where higher is better and 1 is perfect: fitness scores
+#: their shortfall 1 - value, a positive "loss" that falls as the metric rises.
+HIGHER_IS_BETTER = ("accuracy", "auc", "precision", "recall", "f1", "iou", "r2", "top_k", "categorical_hinge_acc")
+#: Metrics where lower is better (scored as they are).
+LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "mape", "msle", "squared", "absolute", "hinge", "crossentropy",
+                   "poisson", "cosh", "divergence")
+
+
+def metric_direction(name: str) -> str | None:
+    """"higher" or "lower" is better for the metric ``name`` (Keras' log name); None if unknown."""
+    key = name.lower().removeprefix("val_")
+    if any(t in key for t in LOWER_IS_BETTER) and "accuracy" not in key:
+        return "lower"
+    if any(t in key for t in HIGHER_IS_BETTER):
+        return "higher"
+    return None
+
+
+def as_loss(values: Sequence[float], name: str) -> list[float]:
+    """A metric's curve as a positive, lower-is-better curve that the fitness formulas score."""
+    if metric_direction(name) == "higher":
+        return [max(1.0 - float(v), 1e-6) if v is not None and math.isfinite(float(v)) else math.nan for v in values]
+    return [float(v) if v is not None else math.nan for v in values]
+
 
 def is_finite_curve(losses: Sequence[float]) -> bool:
     return len(losses) > 0 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in losses)

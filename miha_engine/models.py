@@ -6,6 +6,7 @@ they do so lazily, so the app's window can appear before TensorFlow loads.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import os
@@ -551,6 +552,8 @@ class _Knobs:
 
 
 _KNOBS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: How many times each pooled model's train step was traced (by ``id(model)``): a test counts retraces.
+TRACES: collections.Counter = collections.Counter()
 
 
 def install_knobs(model, genes: Genes) -> None:
@@ -564,8 +567,10 @@ def install_knobs(model, genes: Genes) -> None:
         var = tf.Variable(float(genes.weight_decay), trainable=False, dtype=tf.float32, name="miha_weight_decay")
         knobs.weight_decay = var
         class_config = type(opt).get_config
+        key = id(model)
 
-        def apply_weight_decay(variables, _opt=opt, _var=var):
+        def apply_weight_decay(variables, _opt=opt, _var=var, _key=key):
+            TRACES[_key] += 1  # Python runs here only while the train step is traced
             def decay():
                 for variable in variables:
                     if _opt._use_weight_decay(variable):

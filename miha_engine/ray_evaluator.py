@@ -253,7 +253,7 @@ def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, jo
 
     result, trained = ctx.backend.train_member(genes, ctx.parent, cycle, index, int(job["epochs"]), on_epoch)
     return {"losses": result.losses, "val_losses": result.val_losses, "diverged": result.diverged,
-            "archive": trained.archive_bytes(), "snapshot": trained.snapshot(), "where": where,
+            "metrics": result.metrics, "archive": trained.archive_bytes(), "snapshot": trained.snapshot(), "where": where,
             "notes": ctx.backend.pop_notes()}
 
 
@@ -424,7 +424,8 @@ class RayEvaluator:
         where = dict(res.get("where") or {})
         where["attempt"] = attempt
         return MemberOutcome(job, res["losses"], res["val_losses"], res["diverged"],
-                             trained=_RemoteMember(res["archive"], res["snapshot"]), where=where)
+                             trained=_RemoteMember(res["archive"], res["snapshot"]), where=where,
+                             metrics=dict(res.get("metrics") or {}))
 
 
 # -- probing (the app asks this in a subprocess, so the window never waits on Ray) ----------------

@@ -32,7 +32,7 @@ from .config import RunConfig, SearchSpace
 from .data import Dataset, from_arrays, load_dataset
 from .errors import Cancelled, DivergedError, InputError, MihaError, RunFolderError
 from .evaluators import EvaluatorContext, MemberJob, Parent, make_evaluator
-from .fitness import epoch_noise, fitness, noise_margin, rank_key
+from .fitness import as_loss, epoch_noise, fitness, metric_direction, noise_margin, rank_key
 from .genes import Genes
 from .mutation import combine, explore, mutate
 from .runlog import RunFolder, describe_file, read_events
@@ -311,17 +311,22 @@ class _Loop:
             self._cycle(cycle)
         return self._finish(initial_test)
 
-    def _train_main(self, phase: str, cycle: int, epochs: int) -> None:
+    def _train_main(self, phase: str, cycle: int, epochs: int, lr_schedule: list[float] | None = None) -> None:
         """Train the main line; its epochs join the lineage."""
         assert self.genes is not None
 
         def on_epoch(epoch: int, loss: float, val: float | None, seconds: float) -> None:
             self.step += 1
+            metrics = self.backend.last_epoch_metrics() or None
             self.emit(ev.EpochEnded(phase=phase, cycle=cycle, member=None, epoch=epoch + 1, step=self.step,
-                                    loss=loss, val_loss=val, seconds=seconds))
-            self._check_best(val if val is not None else loss, self.backend.save_main)
+                                    loss=loss, val_loss=val, seconds=seconds, metrics=metrics))
+            self._check_best(self._curve([loss], [val] if val is not None else [], metrics or {})[0],
+                             self.backend.save_main)
 
-        result = self.backend.train_main(self.genes, epochs, on_epoch, main_shuffle(cycle))
+        if lr_schedule is None:
+            result = self.backend.train_main(self.genes, epochs, on_epoch, main_shuffle(cycle))
+        else:
+            result = self.backend.train_main(self.genes, epochs, on_epoch, main_shuffle(cycle), lr_schedule)
         self._flush_notes()
         if result.diverged:
             raise DivergedError(
@@ -330,15 +335,31 @@ class _Loop:
                 + "; the last good archive is kept. Lower the learning rate or check the data"
             )
 
+    def _score_name(self) -> str:
+        """Keras' log name of what fitness and model_best score ("val_loss", "val_accuracy", ...)."""
+        prefix = "val_" if self.backend.data.has_validation else ""
+        return prefix + self.config.fitness_metric
+
+    def _curve(self, losses: list[float], val_losses: list[float], metrics: dict[str, Any]) -> list[float]:
+        """The curve fitness scores, lower is better: the validation loss (training loss without a
+        validation split), or the fitness metric's (its shortfall 1 - value where higher is better)."""
+        name = self.config.fitness_metric
+        if name == "loss":
+            return list(val_losses if self.backend.data.has_validation else losses)
+        values = metrics.get(self._score_name())
+        if values is None:
+            return [math.nan] * len(losses)
+        return as_loss(values if isinstance(values, list) else [values], name)
+
     def _check_best(self, score: float | None, write) -> None:
-        """Keep model_best.keras: the lineage's state with the lowest validation loss (training loss
-        without a validation split), checked at every lineage epoch; ``write(path)`` saves that state."""
+        """Keep model_best.keras: the lineage's state with the best score (validation loss, or the
+        fitness metric), checked at every lineage epoch; ``write(path)`` saves that state."""
         if score is None or not math.isfinite(score) or score >= self.best["score"]:
             return
-        self._save(write, self.folder.model_path("best"),
-                   f"best model: lineage epoch {self.step}, {'validation' if self.backend.data.has_validation else 'training'} "
-                   f"loss {score:.4g}")
-        self.best = {"score": float(score), "step": self.step}
+        name = self._score_name()
+        shown = 1.0 - score if metric_direction(self.config.fitness_metric) == "higher" else score
+        self._save(write, self.folder.model_path("best"), f"best model: lineage epoch {self.step}, {name} {shown:.4g}")
+        self.best = {"score": float(score), "step": self.step, "of": name}
 
     def _totals(self, start: Checkpoint) -> tuple[int, int]:
         """(compute, lineage) epochs of the whole run as seen from ``start``."""
@@ -414,10 +435,9 @@ class _Loop:
         assert self.genes is not None and self.archive is not None
         ancestor = self.genes
         parent = Parent(cycle, backend.snapshot(ancestor), self.archive)
-        has_val = backend.data.has_validation
         jobs = self._jobs(cycle)
         # L0: the parent's loss at the fork, the same for every member (see miha_engine.fitness)
-        anchor = backend.holdout_loss(parent.snapshot, ancestor) if has_val else self._last_main_loss()
+        anchor = self._anchor(parent, ancestor)
         best: list[tuple[float, int, Snapshot]] = []  # the two fittest so far, as snapshots
         scores: list[float] = [-math.inf] * cfg.population_size
         curves: dict[int, list[float]] = {}
@@ -426,7 +446,7 @@ class _Loop:
         lengths: dict[int, int] = {}
         for out in self.evaluator.members(parent, jobs, _MemberEvents(self, cycle, self.step)):
             i, change = out.job.index, out.job.change
-            curves[i] = list(out.val_losses if has_val else out.losses)
+            curves[i] = self._curve(out.losses, out.val_losses, out.metrics)
             score = fitness(curves[i], cfg.fitness, cfg.fitness_slope_weight, anchor)
             if out.failure:
                 score = -math.inf
@@ -441,7 +461,7 @@ class _Loop:
                 last_val[i] = out.val_losses[-1]
             self.emit(ev.MemberTrained(cycle=cycle, member=i, genes=out.job.genes.to_dict(), change=change,
                                        losses=out.losses, val_losses=out.val_losses, fitness=score,
-                                       worker=out.where or None, failed=out.failure))
+                                       worker=out.where or None, failed=out.failure, metrics=out.metrics or None))
             if math.isfinite(score) and (len(best) < 2 or rank_key(score, i) < rank_key(*best[-1][:2])):
                 best = sorted([*best, (score, i, out.snapshot())], key=lambda t: rank_key(t[0], t[1]))[:2]
             if i == 0 and self._has_control() and math.isfinite(score):
@@ -505,16 +525,27 @@ class _Loop:
         """(margin in fitness units, epoch-to-epoch noise in log-loss) from the control's curve (from
         the parent's loss) and the lineage's last epochs: what a mutant must beat the control by."""
         cfg = self.config
-        recent = self.state.main_raw_val if self.backend.data.has_validation else self.state.main_losses
-        recent = [v for v in recent[-8:] if v is not None]
+        if cfg.fitness_metric == "loss":
+            recent = self.state.main_raw_val if self.backend.data.has_validation else self.state.main_losses
+            recent = [v for v in recent[-8:] if v is not None]
+        else:
+            name = self._score_name()
+            recent = as_loss([m.get(name, math.nan) for m in self.state.main_metrics[-8:]], cfg.fitness_metric)
         sigma = epoch_noise([recent, ([anchor] if anchor else []) + list(control)])
         if sigma is None:
             return 0.0, 0.0
         return noise_margin(control, sigma, cfg.fitness, cfg.fitness_slope_weight, anchor), sigma
 
-    def _last_main_loss(self) -> float | None:
-        losses = [v for v in self.state.main_losses if v is not None and math.isfinite(v)]
-        return losses[-1] if losses else None
+    def _anchor(self, parent: Parent, genes: Genes) -> float | None:
+        """L0: the parent's score at the fork, the same for every member (see miha_engine.fitness)."""
+        cfg = self.config
+        if self.backend.data.has_validation:
+            value = self.backend.holdout_loss(parent.snapshot, genes, metric=cfg.fitness_metric)
+            return self._curve([value], [value], {self._score_name(): [value]})[0]
+        if not self.state.main_losses:
+            return None
+        last = self.state.main_metrics[-1] if self.state.main_metrics else {}
+        return self._curve(self.state.main_losses[-1:], [], {k: [v] for k, v in last.items()})[0]
 
     def _copier(self, src: Path):
         """A writer that copies an archive already saved (a member's) to another path, atomically."""
@@ -554,7 +585,11 @@ class _Loop:
 
     def _finish(self, initial_test: dict[str, float]) -> RunResult:
         cfg, folder = self.config, self.folder
-        self._train_main("final", cfg.cycles + 1, cfg.runup_epochs)
+        schedule = final_schedule(self.genes.learning_rate, cfg.runup_epochs, cfg.final_anneal) if self.genes else None
+        if schedule is not None:
+            self.note(f"final phase: the learning rate anneals along a cosine from {schedule[0]:.3g} to "
+                      f"{schedule[-1]:.3g} over {len(schedule)} epochs")
+        self._train_main("final", cfg.cycles + 1, cfg.runup_epochs, schedule)
         final = self._save_main("final")
         test = {"initial": initial_test, "final": self.backend.test_metrics()} if initial_test else {}
         best_path = folder.model_path("best")
@@ -563,7 +598,7 @@ class _Loop:
                 test["best"] = self.backend.archive_test_metrics(best_path)
             folder.update_run(best_model={"path": str(best_path.relative_to(folder.root)),
                                           "lineage_epoch": self.best["step"], "score": self.best["score"],
-                                          "of": "val_loss" if self.backend.data.has_validation else "loss"})
+                                          "of": self._score_name()})
         wall = self.elapsed()
         self.write_views()
         # Finished first, then delete: a kill in between leaves a finished run, never a checkpoint
@@ -612,6 +647,19 @@ class _Loop:
             self.emit(ev.RunFailed(message=message, error_type=error_type))
         except Exception:  # noqa: BLE001 - the disk may be what failed
             pass
+
+
+def final_schedule(lr: float, epochs: int, floor: float) -> list[float] | None:
+    """Each final-phase epoch's learning rate: a cosine from ``lr`` down toward ``lr · floor`` (reached
+    just after the last epoch), or None for a constant rate (``floor`` 1, or no epochs).
+
+    Short-horizon selection errs toward small rates (a smaller rate gives an immediate drop in loss)
+    and never anneals on its own; the final phase trains one configuration for m epochs, where a
+    decaying rate is known to settle the weights into a lower-loss region."""
+    if epochs <= 0 or floor >= 1.0:
+        return None
+    low = lr * floor
+    return [low + (lr - low) * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
 
 
 def run(

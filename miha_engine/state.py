@@ -30,6 +30,7 @@ class Branch:
     #: the member's whole curves as its MemberTrained event gave them (NaN-padded if it diverged)
     result_losses: list[float] = field(default_factory=list)
     result_val_losses: list[float] = field(default_factory=list)
+    result_metrics: dict[str, list[float]] = field(default_factory=dict)
     worker: dict[str, Any] | None = None
     failed: str | None = None
 
@@ -52,6 +53,8 @@ class RunState:
     main_cycles: list[int] = field(default_factory=list)
     main_epochs: list[int] = field(default_factory=list)
     main_raw_val: list[float | None] = field(default_factory=list)
+    #: each lineage epoch's compiled metrics (empty where the journal has none)
+    main_metrics: list[dict[str, float]] = field(default_factory=list)
     cycle_borders: list[int] = field(default_factory=list)
     branches: dict[tuple[int, int], Branch] = field(default_factory=dict)
     winners: dict[int, int] = field(default_factory=dict)
@@ -135,9 +138,10 @@ class RunState:
             b.val_losses.append(_nan(e.val_loss))
         else:
             self.current_cycle = e.cycle
-            self._append_main(e.step, e.loss, e.val_loss, e.phase, e.cycle, e.epoch)
+            self._append_main(e.step, e.loss, e.val_loss, e.phase, e.cycle, e.epoch, e.metrics)
 
-    def _append_main(self, step, loss, val, phase, cycle, epoch) -> None:
+    def _append_main(self, step, loss, val, phase, cycle, epoch, metrics=None) -> None:
+        self.main_metrics.append(dict(metrics or {}))
         self.main_steps.append(step)
         self.main_losses.append(loss)
         self.main_val_losses.append(_nan(val))
@@ -155,6 +159,7 @@ class RunState:
             b.genes, b.change = e.genes, e.change
             b.result_losses, b.result_val_losses = list(e.losses), list(e.val_losses)
             b.worker, b.failed = e.worker, e.failed
+            b.result_metrics = dict(e.metrics or {})
 
     def _on_cycle_done(self, e: ev.CycleDone) -> None:
         self.winners[e.cycle] = e.winner
@@ -169,7 +174,7 @@ class RunState:
             vals = b.result_val_losses
             for i, loss in enumerate(b.result_losses):  # the winner's n epochs join the lineage
                 self._append_main(b.branch_step + i + 1, loss, vals[i] if i < len(vals) else None, "member",
-                                  e.cycle, i + 1)
+                                  e.cycle, i + 1, {k: v[i] for k, v in b.result_metrics.items() if i < len(v)})
             self.genes = saved
 
     def _on_config_changed(self, e: ev.ConfigChanged) -> None:
@@ -247,7 +252,7 @@ class RunState:
 
 
 _MAIN_COLUMNS = ("main_steps", "main_losses", "main_val_losses", "main_raw_val", "main_phases", "main_genes",
-                 "main_cycles", "main_epochs")
+                 "main_cycles", "main_epochs", "main_metrics")
 
 
 def _nan(v: float | None) -> float:

@@ -110,6 +110,8 @@ class FakeBackend:
         self.start_distance = float(distance)
         self.distance = float(distance)
         self.script = dict(script or {})
+        #: the learning-rate schedule of every main-line phase (None: the genes' constant rate)
+        self.lr_schedules: list = []
         self.cancel = cancel or CancelToken()
 
     @classmethod
@@ -209,8 +211,9 @@ class FakeBackend:
     def start(self, genes) -> None:
         self.distance, self.genes = self.start_distance, genes
 
-    def train_main(self, genes, epochs: int, on_epoch, shuffle: int = 0):
+    def train_main(self, genes, epochs: int, on_epoch, shuffle: int = 0, lr_schedule=None):
         self.genes = genes
+        self.lr_schedules.append(list(lr_schedule) if lr_schedule is not None else None)
         result, self.distance = self._epochs(self.distance, genes, epochs, on_epoch)
         return result
 
@@ -228,7 +231,10 @@ class FakeBackend:
         result, distance = self._epochs(float(parent.weights[0][0]), genes, epochs, on_epoch, curve)
         return result, _FakeMember(self, distance, genes)
 
-    def holdout_loss(self, snap, genes, weights=None) -> float:
+    def last_epoch_metrics(self) -> dict[str, float]:
+        return {}
+
+    def holdout_loss(self, snap, genes, weights=None, metric: str = "loss") -> float:
         distance = float((weights if weights is not None else snap.weights)[0][0])
         return self.loss(distance) * (self.val_factor if self.data.has_validation else 1.0)
 

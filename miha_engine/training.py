@@ -7,11 +7,12 @@ A model XLA cannot compile falls back to plain graph execution, once, and the ru
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,6 +51,8 @@ class FitResult:
     losses: list[float]
     val_losses: list[float]
     diverged: bool
+    #: every compiled metric's per-epoch value, by Keras' log name ("accuracy", "val_accuracy", ...)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
 
 
 class Trainer:
@@ -73,6 +76,8 @@ class Trainer:
             )
         self.xla_failed = False
         self.notes: list[str] = []
+        #: the compiled metrics of the epoch that ended last (read by an epoch callback)
+        self.last_metrics: dict[str, float] = {}
 
     # -- execution settings ------------------------------------------------------------------
     def steps_per_execution(self, batch_size: int | None = None) -> int:
@@ -113,11 +118,12 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------------
     def fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback, spec=None,
-            shuffle: int | None = None) -> FitResult:
+            shuffle: int | None = None, lr_schedule: list[float] | None = None) -> FitResult:
         """Train ``epochs`` epochs; call ``on_epoch(epoch, loss, val_loss, seconds)`` after each.
 
         ``shuffle`` fixes the shuffle stream of this fit (a member's, from its seeds); None takes
-        the next of the trainer's own stream (the main line's).
+        the next of the trainer's own stream (the main line's).  ``lr_schedule`` gives each epoch's
+        learning rate (the optimizer's rate is a variable: no new traced step).
 
         A loss that turns NaN/inf stops this fit at once (the remaining epochs count as NaN and
         ``diverged`` is set).  A cancel raises :class:`Cancelled` within one compiled call.
@@ -126,7 +132,7 @@ class Trainer:
             return FitResult([], [], False)
         self.cancel.raise_if_cancelled()
         try:
-            return self._fit(model, batch_size, epochs, on_epoch, shuffle)
+            return self._fit(model, batch_size, epochs, on_epoch, shuffle, lr_schedule)
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - XLA failures come in many types
@@ -137,19 +143,24 @@ class Trainer:
             self.xla_failed = True
             self.notes.append(f"XLA could not compile this model ({type(exc).__name__}); training without XLA")
             recompile(model, spec, self.steps_per_execution(batch_size), False)
-            return self._fit(model, batch_size, epochs, on_epoch, shuffle)
+            return self._fit(model, batch_size, epochs, on_epoch, shuffle, lr_schedule)
 
-    def _fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback, shuffle: int | None) -> FitResult:
+    def _fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback, shuffle: int | None,
+             lr_schedule: list[float] | None = None) -> FitResult:
         import keras
 
         cancel = self.cancel
         losses: list[float] = []
         val_losses: list[float] = []
+        metrics: dict[str, list[float]] = {}
+        trainer = self
         state = {"diverged": False, "t0": 0.0}
 
         class _Recorder(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
                 state["t0"] = time.perf_counter()
+                if lr_schedule is not None and epoch < len(lr_schedule):
+                    self.model.optimizer.learning_rate = float(lr_schedule[epoch])
 
             def on_train_batch_end(self, batch, logs=None):
                 if cancel.cancelled:
@@ -169,6 +180,16 @@ class Trainer:
                     val = float("nan") if val is not None or self_has_val else None
                 losses.append(loss)
                 val_losses.append(val if val is not None else float("nan"))
+                trainer.last_metrics = {}
+                for name, value in logs.items():
+                    if name in ("loss", "val_loss"):
+                        continue
+                    with contextlib.suppress(TypeError, ValueError):
+                        v = float("nan") if state["diverged"] else float(value)
+                        metrics.setdefault(name, []).append(v)
+                        trainer.last_metrics[name] = v
+                if lr_schedule is not None and epoch < len(lr_schedule):
+                    trainer.last_metrics["learning_rate"] = float(lr_schedule[epoch])
                 on_epoch(epoch, loss, val, time.perf_counter() - state["t0"])
 
         self_has_val = self._val is not None
@@ -186,7 +207,9 @@ class Trainer:
             val_losses.append(float("nan"))
         if not self_has_val:
             val_losses = []
-        return FitResult(losses, val_losses, diverged)
+        for values in metrics.values():
+            values += [float("nan")] * (len(losses) - len(values))
+        return FitResult(losses, val_losses, diverged, metrics)
 
     def evaluate(self, model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Loss and metrics on (x, y), as plain floats."""

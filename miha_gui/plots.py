@@ -238,14 +238,16 @@ class FitnessPlot(_Base):
 
 
 class GenesPlot(pg.GraphicsLayoutWidget):
-    """The genes along the lineage: learning rate (log) above, batch size below, x-linked; each
-    change of optimizer or activations is labelled where it happens."""
+    """The genes along the lineage: learning rate and weight decay (log) above, batch size below,
+    x-linked; each change of optimizer, activations, dropout rates or label smoothing is labelled where
+    it happens."""
 
     def __init__(self):
         super().__init__()
         self.setMinimumHeight(180)
         self.lr_plot = self.addPlot(row=0, col=0, title="Hyperparameters along the lineage")
-        self.lr_plot.setLabel("left", "learning rate")
+        self.lr_plot.setLabel("left", "learning rate · weight decay")
+        self.legend = self.lr_plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
         self.lr_plot.setLogMode(y=True)
         self.lr_plot.showGrid(x=True, y=True, alpha=0.25)
         self.lr_plot.hideAxis("bottom")
@@ -258,7 +260,9 @@ class GenesPlot(pg.GraphicsLayoutWidget):
         self.ci.layout.setRowStretchFactor(1, 2)
         for plot in (self.lr_plot, self.bs_plot):
             plot.getAxis("left").setWidth(64)
-        self.lr = self.lr_plot.plot([], [], pen=pg.mkPen("#5f3dc4", width=2))
+        self.lr = self.lr_plot.plot([], [], pen=pg.mkPen("#5f3dc4", width=2), name="learning rate")
+        self.wd = self.lr_plot.plot([], [], pen=pg.mkPen("#2b8a3e", width=2, style=Qt.DashLine),
+                                    name="weight decay (0: not drawn)")
         self.bs = self.bs_plot.plot([], [], pen=pg.mkPen("#e67700", width=2))
         self.labels: list[pg.TextItem] = []
         self.plotItem = self.lr_plot  # for the CSV exporter
@@ -266,6 +270,7 @@ class GenesPlot(pg.GraphicsLayoutWidget):
     def clear_run(self) -> None:
         self._drawn = -1
         self.lr.setData([], [])
+        self.wd.setData([], [])
         self.bs.setData([], [])
         for t in self.labels:
             self.lr_plot.removeItem(t)
@@ -297,9 +302,13 @@ class GenesPlot(pg.GraphicsLayoutWidget):
         self._drawn = len(st.main_steps)
         steps = np.array(st.main_steps, float)
         genes = st.main_genes
-        lr = np.array([g.get("learning_rate", np.nan) for g in genes], float)
+        metrics = list(getattr(st, "main_metrics", [])) + [{}] * len(genes)
+        # an epoch's own rate where the journal has it (the final phase's anneal), else the genes'
+        lr = np.array([m.get("learning_rate", g.get("learning_rate", np.nan)) for g, m in zip(genes, metrics)], float)
         bs = np.array([g.get("batch_size", np.nan) for g in genes], float)
         self.lr.setData(steps, lr, stepMode=None)
+        wd = np.array([g.get("weight_decay") or np.nan for g in genes], float)  # 0 has no log: a gap
+        self.wd.setData(steps, wd, connect="finite")
         self.bs.setData(steps, bs)
         for t in self.labels:
             self.lr_plot.removeItem(t)
@@ -308,6 +317,9 @@ class GenesPlot(pg.GraphicsLayoutWidget):
         for s, g in zip(st.main_steps, genes):
             acts = "/".join(str(a) for a in (g.get("activations") or {}).values())
             text = g.get("optimizer", "") + (f" · {acts}" if acts else "")
+            rates = "/".join(f"{r:g}" for r in (g.get("dropouts") or {}).values())
+            text += (f" · dropout {rates}" if rates else "") + (
+                f" · smoothing {g['label_smoothing']:g}" if g.get("label_smoothing") else "")
             lr_value = g.get("learning_rate", math.nan)
             if text != prev and lr_value and math.isfinite(lr_value) and lr_value > 0:
                 item = pg.TextItem(text, color="#333", anchor=(0, 1.1))

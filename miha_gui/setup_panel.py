@@ -59,7 +59,17 @@ PARAMS = tuple((name, _meta(RunConfig, name)["label"], _meta(RunConfig, name)["h
 PROBE_TIMEOUT_MS = 30_000
 
 KIND_LABELS = {"optimizer": "Optimizer", "activation": "Activations", "batch_size": "Batch size",
-               "learning_rate": "Learning rate"}
+               "learning_rate": "Learning rate", "weight_decay": "Weight decay", "dropout": "Dropout rates",
+               "label_smoothing": "Label smoothing"}
+KIND_TIPS = {"weight_decay": "The optimizer's decoupled weight decay: a member may turn it on, scale it or turn it "
+                             "off (no new traced step: cheap)",
+             "dropout": "The rate of each Dropout layer the model has (no new traced step: cheap)",
+             "label_smoothing": "The loss's label smoothing, where the loss takes it (categorical or binary "
+                                "cross-entropy; not sparse)"}
+#: search-space and selection settings the panel does not show: kept as applied, so a configuration
+#: loaded into the panel comes back out unchanged
+_SPACE_KEPT = ("lr_factors", "weight_decay_range", "dropout_range", "label_smoothing_range")
+_CONFIG_KEPT = ("fitness", "fitness_slope_weight", "crossover_weights", "validation_split", "tensorboard")
 
 
 def _file_row(placeholder: str, empty: str, browse) -> tuple[QLineEdit, QPushButton, QLabel]:
@@ -197,6 +207,8 @@ class SetupPanel(QWidget):
         for i, kind in enumerate(GENE_KINDS):
             box = QCheckBox(KIND_LABELS[kind])
             box.setChecked(True)
+            if kind in KIND_TIPS:
+                box.setToolTip(KIND_TIPS[kind])
             box.toggled.connect(self._update_enabled)
             self.kind_boxes[kind] = box
             kinds_row.addWidget(box, i // 2, 1 + i % 2)
@@ -258,7 +270,16 @@ class SetupPanel(QWidget):
         self._selection_widgets = (self.selection_radio, self.crossover_radio)
         self.control = QCheckBox("Control member (member 0 keeps the genes)")
         self.control.setToolTip("Member 0 of each population is trained without any mutation, as a control")
-        sl.addWidget(self.control)
+        self.control.setChecked(RunConfig.options()["control_member"].default)
+        self.noise_rule = QCheckBox("Noise-aware: a mutant must beat the control by more than the noise")
+        self.noise_rule.setToolTip(_meta(RunConfig, "selection")["help"])
+        self.noise_rule.setChecked(RunConfig.options()["selection"].default == "noise")
+        self.explore = QCheckBox("Explore harder after a plateau")
+        self.explore.setToolTip(_meta(RunConfig, "explore_on_plateau")["help"])
+        self.explore.setChecked(RunConfig.options()["explore_on_plateau"].default)
+        self.control.toggled.connect(self._update_enabled)
+        for w in (self.control, self.noise_rule, self.explore):
+            sl.addWidget(w)
         outer.addWidget(search)
 
         # -- execution ---------------------------------------------------------------------
@@ -309,7 +330,7 @@ class SetupPanel(QWidget):
             group.setEnabled(not running)
         for key, widget in self.params.items():
             widget.setEnabled(not running or key in live)
-        for w in (self.batch, self.seed, self.control, *self._selection_widgets):
+        for w in (self.batch, self.seed, self.control, self.noise_rule, self.explore, *self._selection_widgets):
             w.setEnabled(not running)
         for w in (*self.kind_boxes.values(), self.opt_group, self.act_group, self.bs_lo, self.bs_hi,
                   self.lr_lo, self.lr_hi):
@@ -430,6 +451,9 @@ class SetupPanel(QWidget):
             w.setEnabled(self.kind_boxes["batch_size"].isChecked())
         for w in (self.lr_lo, self.lr_hi):
             w.setEnabled(self.kind_boxes["learning_rate"].isChecked())
+        # the noise rule and the plateau both compare mutants with the control
+        self.noise_rule.setEnabled(self.control.isChecked() and self.control.isEnabled())
+        self.explore.setEnabled(self.control.isChecked() and self.noise_rule.isChecked() and self.control.isEnabled())
 
     def _update_totals(self) -> None:
         v = {k: w.value() for k, w in self.params.items()}
@@ -487,6 +511,8 @@ class SetupPanel(QWidget):
         self.ray_resources: dict = {}
         # no widget: the configuration's defaults, or what a loaded configuration said
         self._ray_kept = {k: RunConfig.options()[k].default for k in ("ray_cpus_per_member", "ray_max_retries")}
+        self._space_kept = {k: getattr(SearchSpace(), k) for k in _SPACE_KEPT}
+        self._config_kept = {k: RunConfig.options()[k].default for k in _CONFIG_KEPT}
         grid.addWidget(self.evaluator, 0, 0, 1, 3)
         grid.addWidget(QLabel("Address"), 1, 0)
         grid.addWidget(self.ray_address, 1, 1)
@@ -566,6 +592,7 @@ class SetupPanel(QWidget):
             hidden_activations=tuple(n for n, b in self.act_boxes.items() if b.isChecked()),
             batch_size_range=(self.bs_lo.value(), self.bs_hi.value()),
             learning_rate_range=(self.lr_lo.value(), self.lr_hi.value()),
+            **self._space_kept,
         )
         return RunConfig(
             **{k: w.value() for k, w in self.params.items()},
@@ -574,6 +601,9 @@ class SetupPanel(QWidget):
             search=space,
             crossover=self.crossover_radio.isChecked(),
             control_member=self.control.isChecked(),
+            selection="noise" if self.noise_rule.isChecked() else "fittest",
+            explore_on_plateau=self.explore.isChecked(),
+            **self._config_kept,
             drop_intermediate=not self.keep.isChecked(),
             steps_per_execution=self.spe.value() or "auto",
             jit_compile=True if self.xla.isChecked() else "auto",
@@ -600,6 +630,10 @@ class SetupPanel(QWidget):
         self.lr_hi.setValue(cfg.search.learning_rate_range[1])
         (self.crossover_radio if cfg.crossover else self.selection_radio).setChecked(True)
         self.control.setChecked(cfg.control_member)
+        self.noise_rule.setChecked(cfg.selection == "noise")
+        self.explore.setChecked(cfg.explore_on_plateau)
+        self._space_kept = {k: getattr(cfg.search, k) for k in _SPACE_KEPT}
+        self._config_kept = {k: getattr(cfg, k) for k in _CONFIG_KEPT}
         self.keep.setChecked(not cfg.drop_intermediate)
         self.spe.setValue(0 if cfg.steps_per_execution == "auto" else int(cfg.steps_per_execution))
         self.xla.setChecked(cfg.jit_compile is True)

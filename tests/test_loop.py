@@ -246,3 +246,15 @@ def test_resume_may_change_only_how_members_train(tmp_path):
     info = json.loads((root / "run.json").read_text())
     assert res.status == "finished" and info["config"]["steps_per_execution"] == 4
     assert info["config"]["jit_compile"] is False
+
+
+def test_the_final_phase_anneals_the_learning_rate_unless_told_not_to(tmp_path):
+    res, events, backend = _run(tmp_path, CFG.replace(runup_epochs=4, cycles=1))
+    *earlier, final = backend.lr_schedules
+    assert earlier == [None, None]  # the run-up and the fixing phase train at the genes' rate
+    lr = res.genes.learning_rate
+    assert final[0] == pytest.approx(lr) and all(a > b for a, b in zip(final, final[1:]))
+    assert lr * CFG.final_anneal < final[-1] < lr / 4
+    assert any(isinstance(e, ev.Note) and e.message.startswith("final phase: the learning rate anneals") for e in events)
+    _, _, constant = _run(tmp_path, CFG.replace(runup_epochs=4, cycles=1, final_anneal=1.0), name="constant")
+    assert constant.lr_schedules[-1] is None

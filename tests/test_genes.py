@@ -1,0 +1,142 @@
+"""The genes that act on generalisation (weight decay, Dropout rates, label smoothing) on real Keras
+models: each changes training as it claims, weight decay and dropout without a new traced step, and a
+member's state moves exactly between pooled models, archives and the main line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import miha_engine as me
+from miha_engine import events as ev
+from miha_engine import models as mdl
+from miha_engine.backend import KerasBackend
+from miha_engine.fitness import as_loss, fitness
+from miha_engine.training import CancelToken
+
+CFG = me.RunConfig(runup_epochs=1, candidate_epochs=2, fixing_epochs=1, cycles=1, population_size=2, seed=4)
+
+
+def _model(loss="sparse_categorical_crossentropy", dropout=0.2, seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(24, activation="relu", name="h"),
+        keras.layers.Dropout(dropout, name="drop"),
+        keras.layers.Dense(10, activation="softmax", name="out"),
+    ])
+    model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+    return model
+
+
+def _backend(small_digits, model, cfg=CFG, one_hot=False):
+    x, y, xt, yt = small_digits
+    if one_hot:
+        y, yt = np.eye(10, dtype="float32")[y], np.eye(10, dtype="float32")[yt]
+    return KerasBackend.prepare(model, me.from_arrays(x, y, x_test=xt, y_test=yt), cfg, CancelToken())
+
+
+def _train(backend, genes, parent, index=1):
+    result, member = backend.train_member(genes, parent, 1, index, 2, lambda *a: None)
+    return result, member.snapshot()
+
+
+def test_weight_decay_and_dropout_change_training_without_a_new_traced_step(small_digits):
+    backend = _backend(small_digits, _model())
+    genes = backend.initial_genes()
+    assert genes.weight_decay == 0.0 and genes.dropouts == (("drop", 0.2),) and genes.label_smoothing is None
+    backend.start(genes)
+    parent = backend.snapshot(genes)
+    base, base_snap = _train(backend, genes, parent)
+    model = backend.pool.get(genes)
+    traces = mdl.TRACES[id(model)]
+    assert traces >= 1
+    again, again_snap = _train(backend, genes, parent)
+    assert again.losses == base.losses  # the same genes from the same parent train the same way
+    decayed, decayed_snap = _train(backend, genes.replace(weight_decay=1.0), parent)
+    dropped, dropped_snap = _train(backend, genes.with_dropout("drop", 0.6), parent)
+    no_drop, _ = _train(backend, genes.with_dropout("drop", 0.0), parent)
+    # one pooled model, one traced step for all of them
+    assert backend.pool.built == 1 and mdl.TRACES[id(model)] == traces
+    # weight decay shrinks the weights; more dropout makes the training loss worse, none makes it better
+    norm = [float(sum(np.sum(w ** 2) for w in s.weights)) for s in (base_snap, decayed_snap)]
+    assert norm[1] < 0.97 * norm[0]  # 24 steps of w -= w·1.0·1e-3 take ≈5% off the squared norm
+    assert dropped.losses[-1] > base.losses[-1] > no_drop.losses[-1]
+    # a later member with the first genes still trains exactly as the first did
+    assert _train(backend, genes, parent)[0].losses == base.losses
+
+
+def test_a_dropout_rate_set_through_the_variable_trains_like_a_model_compiled_with_it(small_digits):
+    import keras
+
+    backend = _backend(small_digits, _model(dropout=0.2))
+    genes = backend.initial_genes()
+    backend.start(genes)
+    parent = backend.snapshot(genes)
+    through_variable, _ = _train(backend, genes.with_dropout("drop", 0.5), parent)
+    fresh = _backend(small_digits, _model(dropout=0.5))  # the same weights: the same seed builds them
+    g5 = fresh.initial_genes()
+    fresh.start(g5)
+    compiled_with_it, _ = _train(fresh, g5, fresh.snapshot(g5))
+    assert through_variable.losses == pytest.approx(compiled_with_it.losses, rel=1e-6)
+    keras.backend.clear_session()
+
+
+def test_label_smoothing_is_a_gene_where_the_loss_takes_it_and_state_moves_exactly(small_digits, tmp_path):
+    backend = _backend(small_digits, _model(loss="categorical_crossentropy"), one_hot=True)
+    genes = backend.initial_genes()
+    assert genes.label_smoothing == 0.0
+    backend.start(genes)
+    parent = backend.snapshot(genes)
+    plain, plain_snap = _train(backend, genes, parent)
+    smooth_genes = genes.replace(label_smoothing=0.2, weight_decay=0.3).with_dropout("drop", 0.4)
+    smooth, smooth_snap = _train(backend, smooth_genes, parent)
+    assert backend.pool.built == 2  # smoothing is traced into the loss: its own pooled model
+    assert smooth.losses[0] > plain.losses[0]  # smoothed targets cannot be fitted as closely
+    # the smoothed member's state moves exactly into the main line (another pooled model)
+    backend.set_main(smooth_snap, smooth_genes)
+    for a, b in zip(backend.snapshot(smooth_genes).weights, smooth_snap.weights):
+        np.testing.assert_array_equal(a, b)
+    # its archive holds the genes it trained with and loads as plain Keras, in safe mode
+    path = tmp_path / "m.keras"
+    backend.save_main(path)
+    loaded = me.load_model(path)
+    assert loaded.get_layer("drop").rate == pytest.approx(0.4)
+    assert loaded.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
+    assert loaded.optimizer.get_config()["weight_decay"] == pytest.approx(0.3)
+    for a, b in zip(loaded.get_weights(), smooth_snap.weights):
+        np.testing.assert_array_equal(a, b)
+    # the sparse loss takes no smoothing: no gene, and the search says so by never mutating it
+    sparse = _backend(small_digits, _model()).initial_genes()
+    assert sparse.label_smoothing is None
+
+
+def test_a_run_mutates_the_new_genes_and_a_fitness_metric_scores_members(tmp_path, small_digits):
+    x, y, xt, yt = small_digits
+    space = me.SearchSpace(kinds=("weight_decay", "dropout"))
+    cfg = CFG.replace(search=space, population_size=3, fitness="original", fitness_metric="accuracy",
+                      selection="fittest", runup_epochs=2)
+    events: list[ev.Event] = []
+    res = me.run(_model(), me.from_arrays(x, y, x_test=xt, y_test=yt), cfg, run_dir=tmp_path / "run",
+                 listeners=[events.append])
+    assert res.status == "finished"
+    trained = [e for e in events if isinstance(e, ev.MemberTrained)]
+    changes = [e.change for e in trained if e.member != 0]
+    assert all(c.startswith(("weight decay:", "dropout of drop:")) for c in changes), changes
+    for e in trained:  # fitness scored the validation accuracy's shortfall, not the loss
+        assert e.fitness == pytest.approx(fitness(as_loss(e.metrics["val_accuracy"], "accuracy"), "original"))
+    main = [e for e in events if isinstance(e, ev.EpochEnded) and e.member is None]
+    assert all("val_accuracy" in e.metrics for e in main)
+    # the final phase annealed the rate in Keras, epoch by epoch, and the saved model keeps the genes' rate
+    final = [e.metrics["learning_rate"] for e in main if e.phase == "final"]
+    assert len(final) == 2 and final[0] == pytest.approx(res.genes.learning_rate) and final[1] < final[0] / 1.5
+    assert float(me.load_model(res.final_model).optimizer.learning_rate) == pytest.approx(res.genes.learning_rate)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["best_model"]["of"] == "val_accuracy"
+    assert set(info["test_metrics"]["best"]) >= {"loss", "accuracy"}
+    with pytest.raises(me.InputError, match="not one of the model's compiled metrics"):
+        me.run(_model(), me.from_arrays(x, y), cfg.replace(fitness_metric="auc"), run_dir=tmp_path / "bad")
