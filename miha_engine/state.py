@@ -243,6 +243,8 @@ class RunState:
             out.setdefault(str(cycle), {})[str(member)] = entry
         for cycle, decision in sorted(self.decisions.items()):
             out.setdefault(str(cycle), {})["_cycle"] = {"decision": decision, "winner": self.winners[cycle]}
+            if self.plateaus.get(cycle):
+                out[str(cycle)]["_cycle"]["plateau"] = True
         return out
 
     def fitness_points(self) -> list[tuple[int, int, float, bool]]:

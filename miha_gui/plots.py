@@ -128,6 +128,7 @@ class LossPlot(_Base):
         self.addItem(self.hint)
 
     def clear_run(self) -> None:
+        self._main_sig = None
         for item in self.branches.values():
             self.removeItem(item)
         for line in self.borders:
@@ -146,10 +147,16 @@ class LossPlot(_Base):
         return arr[idx] if idx < len(arr) else math.nan
 
     def refresh(self, st: RunState) -> None:
+        # Only what changed is set again: every setData repaints the plot, and a repaint of all the
+        # branches was the app's longest stall (benchmarks/gui.py)
         self.hint.setVisible(not st.main_steps and not st.branches)
-        self.main.setData(np.array(st.main_steps, float), _positive(st.main_losses))
         has_val = any(v == v for v in st.main_val_losses)
-        self.val.setData(np.array(st.main_steps, float) if has_val else [], _positive(st.main_val_losses) if has_val else [])
+        main_sig = (len(st.main_steps), st.main_steps[-1] if st.main_steps else None, has_val)
+        if main_sig != getattr(self, "_main_sig", None):
+            self._main_sig = main_sig
+            self.main.setData(np.array(st.main_steps, float), _positive(st.main_losses))
+            self.val.setData(np.array(st.main_steps, float) if has_val else [],
+                             _positive(st.main_val_losses) if has_val else [])
         while len(self.borders) < len(st.cycle_borders):
             line = pg.InfiniteLine(angle=90, movable=False, pen=BORDER_PEN)
             self.addItem(line)
@@ -163,7 +170,7 @@ class LossPlot(_Base):
             if item is not None and getattr(item, "_miha_sig", None) == signature:
                 continue
             if item is None:
-                item = self.plot([], [], pen=pg.mkPen(member_color(b.member, 150), width=1.3))
+                item = self.plot([], [], pen=pg.mkPen(member_color(b.member, 150), width=1.3), antialias=False)
                 item.setToolTip(f"cycle {b.cycle}, member {b.member}: {b.change}")
                 self.branches[key] = item
             use_val = has_val and any(v == v for v in b.val_losses)
@@ -171,7 +178,8 @@ class LossPlot(_Base):
             start = self._main_value_at(st, b.branch_step, use_val)
             xs = [b.branch_step, *b.steps] if start == start else list(b.steps)
             ys = [start, *ys] if start == start else list(ys)
-            item.setData(np.array(xs, float), _positive(ys))
+            # thin losing branches draw without antialiasing: much cheaper to repaint
+            item.setData(np.array(xs, float), _positive(ys), antialias=winner)
             item._miha_sig = signature
             item.setPen(pg.mkPen(member_color(b.member, 255 if winner else 140), width=3.2 if winner else 1.2))
             item.setZValue(5 if winner else 1)
@@ -206,14 +214,20 @@ class FitnessPlot(_Base):
         return str(data)
 
     def clear_run(self) -> None:
+        self._sig = None
         self.scatter.setData([])
         self.best.setData([], [])
 
     def refresh(self, st: RunState) -> None:
+        points = sorted(st.fitness_points())
+        signature = (tuple(points), st.config.get("cycles"))
+        if signature == getattr(self, "_sig", None):
+            return  # nothing new: no repaint
+        self._sig = signature
         spots = []
         pop = max(1, int(st.config.get("population_size", 1) or 1))
         wx, wy = [], []
-        for cycle, member, fit, winner in sorted(st.fitness_points()):
+        for cycle, member, fit, winner in points:
             b = st.branches[(cycle, member)]
             jitter = (member - (pop - 1) / 2) * min(0.06, 0.5 / pop)
             spots.append({

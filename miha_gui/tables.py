@@ -80,6 +80,11 @@ class PopulationTable(QWidget):
 
     def _fill(self, st: RunState, cycle: int) -> None:
         members = st.members(cycle)
+        signature = (cycle, st.winners.get(cycle), st.decisions.get(cycle),
+                     tuple((b.member, len(b.losses), b.fitness, b.trained) for b in members))
+        if signature == getattr(self, "_sig", None):
+            return  # the shown cycle did not change: no rebuild of its rows
+        self._sig = signature
         self.table.setRowCount(len(members))
         winner = st.winners.get(cycle)
         for row, b in enumerate(members):
