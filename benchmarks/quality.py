@@ -565,7 +565,51 @@ def summarize_article(folder: Path) -> str:
                 lines.append(f"| {system} | {read} | {len(v)} | {np.median(v):.4f} ({v.min():.4f}–{v.max():.4f}) | "
                              f"{diff} | {np.median(list(wall.values())):.1f} |")
         lines.append("")
+    lines += _lr_direction(folder)
     return "\n".join(lines)
+
+
+def _lr_direction(folder: Path) -> list[str]:
+    """Which way the lineage moved the learning rate: the final genes' rate relative to its optimizer's
+    default (so an optimizer switch is not counted as a change of rate), against the initial one's."""
+    from miha_engine.config import OPTIMIZER_DEFAULT_LR
+
+    initial = {"mnist_fnn": ("adam", 1e-3), "digits": ("adam", 1e-3), "gapfill_good": ("adam", 1e-3),
+               "gapfill_poor": ("sgd", 0.01)}
+    moves: dict[tuple[str, str], list[float]] = {}
+    for path in sorted(folder.glob("article-*.json")):
+        for r in json.loads(path.read_text())["records"]:
+            genes = r["config"].get("final_genes")
+            if not genes or r["config"].get("read") != "final" or r["task"] not in initial:
+                continue
+            opt0, lr0 = initial[r["task"]]
+            rel = (genes["learning_rate"] / OPTIMIZER_DEFAULT_LR[genes["optimizer"]]) / (lr0 / OPTIMIZER_DEFAULT_LR[opt0])
+            moves.setdefault((r["task"], r["system"]), []).append(math.log2(rel))
+    if not moves:
+        return []
+    out = ["**Which way the lineage moves the learning rate** (final rate ÷ initial, each relative to its "
+           "optimizer's default; log2, so -1 is half)", "",
+           "| task | system | runs | median log2 | lowered / unchanged / raised |", "|---|---|---|---|---|"]
+    for (task, system), v in sorted(moves.items()):
+        lo = sum(x < -1e-9 for x in v)
+        hi = sum(x > 1e-9 for x in v)
+        out.append(f"| {task} | {system} | {len(v)} | {np.median(v):+.2f} | {lo} / {len(v) - lo - hi} / {hi} |")
+    return out + [""]
+
+
+BEGIN, END = "<!-- article-suite: written by benchmarks/quality.py --summarize -->", "<!-- /article-suite -->"
+
+
+def write_between_markers(report: Path, text: str) -> None:
+    """Replace what lies between the article-suite markers of ``report`` (appended when absent)."""
+    old = report.read_text(encoding="utf-8") if report.exists() else ""
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + block + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    report.write_text(new, encoding="utf-8")
 
 
 # -- driver -------------------------------------------------------------------------------------
@@ -592,8 +636,9 @@ def run_task(name: str, seed: int, quick: bool, log=print) -> list[dict[str, Any
     add(run_baseline(task, seed, lineage, "lineage"))
     add(run_baseline(task, seed, budget, "compute"))
     add(run_optuna(task, seed, budget, trial_epochs))
-    add(run_keras_tuner(task, seed, budget, trial_epochs, "hyperband"))
-    add(run_keras_tuner(task, seed, budget, trial_epochs, "random"))
+    if not quick:  # the smoke run (a test) keeps one peer: KerasTuner's many tiny trials cost it a minute
+        add(run_keras_tuner(task, seed, budget, trial_epochs, "hyperband"))
+        add(run_keras_tuner(task, seed, budget, trial_epochs, "random"))
     if "trivial_gap_mse" in task.extra:
         add(_record("trivial-fill", task, seed, 0, 0.0, task.extra["trivial_gap_mse"], budget=1,
                     note="each gap filled with the mean of its patch's known pixels"))
@@ -615,9 +660,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--label", help="article suite: the system name to record MIHA under (e.g. an older commit's)")
     ap.add_argument("--again", action="store_true", help="article suite: rerun parts whose records exist")
     ap.add_argument("--summarize", metavar="DIR", help="print the article suite's tables from the records in DIR")
+    ap.add_argument("--write-report", metavar="REPORT.md",
+                    help="with --summarize: put the tables into REPORT.md between the article-suite markers")
     args = ap.parse_args(argv)
     if args.summarize:
-        print(summarize_article(Path(args.summarize)))
+        tables = summarize_article(Path(args.summarize))
+        print(tables)
+        if args.write_report:
+            write_between_markers(Path(args.write_report), tables)
         return
     if args.suite == "article":
         args.tasks = [t for t in (args.tasks or []) if t in ARTICLE_TASKS] or None

@@ -305,3 +305,8 @@ class KerasBackend:
     def pop_notes(self) -> list[str]:
         notes, self.trainer.notes[:] = list(self.trainer.notes), []
         return notes
+
+    @property
+    def models_built(self) -> int:
+        """Models compiled (and so traced) in this process: what a recycle counts."""
+        return self.pool.built

@@ -248,6 +248,33 @@ def _install_sigint(token) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _recycling(command):
+    """Run ``command`` allowing the loop to ask for a fresh process (``RunConfig.recycle_after``): the
+    CLI then replaces itself, in place (the same PID, terminal and exit code), by ``miha resume``."""
+
+    def wrapped(a: argparse.Namespace) -> int:
+        from .errors import RecycleRequested
+        from .runner import allow_recycling
+
+        allow_recycling(True)
+        try:
+            return command(a)
+        except RecycleRequested as req:
+            args = [sys.executable, "-m", "miha_engine", "resume", str(req.run_dir)]
+            if getattr(a, "data", None):
+                args += ["--data", str(Path(a.data).resolve())]
+            args += ["--verbose"] * bool(getattr(a, "verbose", False)) + ["--quiet"] * bool(getattr(a, "quiet", False))
+            print(f"miha: {req.models} models traced; restarting the engine to give their memory back "
+                  f"(resuming after cycle {req.cycle})", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, args)
+            return EXIT_ERROR  # not reached
+
+    return wrapped
+
+
+@_recycling
 def _cmd_run(a: argparse.Namespace) -> int:
     from .runner import run
     from .training import CancelToken
@@ -270,6 +297,7 @@ def _report(result) -> int:
     return EXIT_OK
 
 
+@_recycling
 def _cmd_resume(a: argparse.Namespace) -> int:
     from .runner import resume
     from .training import CancelToken
@@ -283,6 +311,7 @@ def _cmd_resume(a: argparse.Namespace) -> int:
                           execution=changes or None))
 
 
+@_recycling
 def _cmd_fork(a: argparse.Namespace) -> int:
     from .runner import fork
     from .training import CancelToken

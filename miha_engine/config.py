@@ -301,6 +301,10 @@ class RunConfig:
     jit_compile: bool | str = option("auto", resumable=True, flags={"--xla": True, "--no-xla": False},
                                      help="compile training steps with XLA (faster epochs, slower start for every "
                                      "new model and batch size); off by default")
+    recycle_after: int = option(12, resumable=True, bounds=(0, 1000),
+                                help="restart the engine's process after this many newly traced models (the "
+                                "run resumes exactly from its checkpoint; TensorFlow's memory comes back); "
+                                "0 never; the CLI and the app do it, the Python API does not")
     evaluator: str = option("local", choices=EVALUATORS, resumable=True,
                             help="where each population's members train: local (this process) or ray "
                             "(Ray tasks in parallel; pip install 'miha[ray]')")
@@ -360,6 +364,8 @@ class RunConfig:
                f"fitness must be one of {', '.join(FITNESS_FORMULAS)}, got {self.fitness!r}")
         _check(0.0 <= self.validation_split < 1.0,
                f"validation_split must be in [0, 1), got {self.validation_split}")
+        _check(isinstance(self.recycle_after, int) and not isinstance(self.recycle_after, bool)
+               and self.recycle_after >= 0, f"recycle_after must be a whole number >= 0, got {self.recycle_after!r}")
         spe = self.steps_per_execution
         _check(spe == "auto" or (isinstance(spe, int) and not isinstance(spe, bool) and spe >= 1),
                f"steps_per_execution must be 'auto' or an int >= 1, got {spe!r}")

@@ -36,6 +36,16 @@ class DivergedError(MihaError):
     """The main line's loss became NaN or infinite: the run stops and keeps its last good archive."""
 
 
+class RecycleRequested(Exception):  # noqa: N818 - a request, not an error
+    """The loop stopped at a checkpoint so that its process can be replaced by a fresh one that resumes
+    the run (see ``RunConfig.recycle_after``): TensorFlow keeps memory for every model it has traced,
+    and only a new process gives it back.  Raised only where the caller allowed it."""
+
+    def __init__(self, run_dir, cycle: int, models: int):
+        super().__init__(f"restart the engine to resume {run_dir} after cycle {cycle} ({models} models traced)")
+        self.run_dir, self.cycle, self.models = run_dir, cycle, models
+
+
 class Cancelled(MihaError):
     """The run was stopped by its cancel token (Stop button, Ctrl-C)."""
 

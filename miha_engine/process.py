@@ -66,13 +66,19 @@ def _child(job: Job, out, cancel_event, parent: int | None = None, edits=None) -
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(cancel_event, parent), daemon=True).start()
+    from .errors import RecycleRequested
+
     try:
         from . import runner, schedule
 
+        runner.allow_recycling(True)  # the parent starts the fresh process (EngineProcess.pump)
         fn = {"run": runner.run, "resume": runner.resume, "replay": schedule.replay, "fork": runner.fork}[job.kind]
         extra = {"edits": QueueEdits(edits)} if edits is not None and job.kind != "replay" else {}
         result = fn(**job.kwargs, listeners=[out.put], cancel=ProcessCancelToken(cancel_event), **extra)
         out.put(("done", result))
+    except RecycleRequested as req:
+        data = job.kwargs.get("data")
+        out.put(("recycle", str(req.run_dir), data if isinstance(data, (str, os.PathLike)) else None))
     except InputError as exc:
         out.put(("failed", str(exc), True))
     except MihaError as exc:
@@ -87,13 +93,17 @@ class EngineProcess:
     """Start a job in a spawned child process; ``pump`` delivers its messages."""
 
     def __init__(self, job: Job):
-        ctx = mp.get_context("spawn")
+        self._ctx = ctx = mp.get_context("spawn")
         self.queue = ctx.Queue()
         self.cancel_event = ctx.Event()
         self.cancel = ProcessCancelToken(self.cancel_event)
         self.edits = ctx.Queue()
-        self.process = ctx.Process(target=_child, args=(job, self.queue, self.cancel_event, os.getpid(), self.edits),
-                                   daemon=True, name="miha-engine")
+        self.recycled = 0
+        self.process = self._new_process(job)
+
+    def _new_process(self, job: Job):
+        return self._ctx.Process(target=_child, args=(job, self.queue, self.cancel_event, os.getpid(), self.edits),
+                                 daemon=True, name="miha-engine")
 
     def send_edits(self, changes: dict) -> None:
         """Settings for the loop to apply from its next cycle (n, k, pop_size, the search space)."""
@@ -121,6 +131,15 @@ class EngineProcess:
                                 "the run folder keeps everything saved so far: press Resume to continue", False)
                 else:
                     continue
+            if isinstance(msg, tuple) and msg and msg[0] == "recycle":
+                # the child stopped at a checkpoint to give TensorFlow's memory back: a fresh child resumes
+                # the run; the same queues and cancel event carry on, so the caller sees one run
+                self.process.join(timeout=30)
+                kwargs = {"run_dir": msg[1], **({"data": msg[2]} if msg[2] else {})}
+                self.process = self._new_process(Job("resume", kwargs))
+                self.recycled += 1
+                self.process.start()
+                continue
             if isinstance(msg, tuple) and msg and msg[0] in ("done", "failed"):
                 self.process.join(timeout=30)
                 return msg

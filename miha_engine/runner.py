@@ -30,7 +30,14 @@ from . import events as ev
 from .backend import Backend, main_line_seed, main_shuffle
 from .config import RunConfig, SearchSpace
 from .data import Dataset, from_arrays, load_dataset
-from .errors import Cancelled, DivergedError, InputError, MihaError, RunFolderError
+from .errors import (
+    Cancelled,
+    DivergedError,
+    InputError,
+    MihaError,
+    RecycleRequested,
+    RunFolderError,
+)
 from .evaluators import EvaluatorContext, MemberJob, Parent, make_evaluator
 from .fitness import as_loss, epoch_noise, fitness, metric_direction, noise_margin, rank_key
 from .genes import Genes
@@ -66,6 +73,16 @@ class Checkpoint:
     elapsed: float = 0.0
     #: the best lineage score so far and its lineage step (model_best.keras holds that state)
     best: dict[str, Any] | None = None
+
+
+#: Whether a loop may stop at a checkpoint to have its process replaced (``RunConfig.recycle_after``).
+#: Only a caller that can start the fresh process sets it: the CLI (which re-executes itself as
+#: ``miha resume``) and the app's engine process (whose parent starts the resume).
+RECYCLING = {"allowed": False}
+
+
+def allow_recycling(allowed: bool = True) -> None:
+    RECYCLING["allowed"] = bool(allowed)
 
 
 def default_run_dir(base: str | Path = "runs") -> Path:
@@ -520,6 +537,11 @@ class _Loop:
         if cfg.drop_intermediate:
             folder.drop_superseded(cycle)
         gc.collect()
+        built = int(getattr(backend, "models_built", 0))
+        if RECYCLING["allowed"] and cfg.recycle_after and cycle < cfg.cycles and built >= cfg.recycle_after:
+            self.note(f"after cycle {cycle}: {built} models traced in this process; the engine restarts in a "
+                      "fresh process to give TensorFlow's memory back, and resumes from this checkpoint")
+            raise RecycleRequested(folder.root, cycle, built)
 
     def _margin(self, control: list[float], anchor: float | None) -> tuple[float, float]:
         """(margin in fitness units, epoch-to-epoch noise in log-loss) from the control's curve (from
@@ -620,6 +642,9 @@ class _Loop:
     def _guarded(self, body) -> RunResult:
         try:
             return body()
+        except RecycleRequested:
+            self.write_views()  # the checkpoint is written; the folder stays "running" for the resume
+            raise
         except (Cancelled, KeyboardInterrupt):
             wall = self.elapsed()
             self.write_views()

@@ -35,13 +35,10 @@ def test_run_all_quick_writes_records_and_a_report(tmp_path):
         records[path.stem] = data["records"]
     assert {"quality-digits-s0", "overhead", "scaling", "memory", "gui"} <= set(records)
     systems = {r["system"] for r in records["quality-digits-s0"]}
-    assert {"miha", "miha-crossover", "baseline-lineage", "baseline-compute", "optuna", "keras-tuner-hyperband",
-            "keras-tuner-random"} <= systems
+    # the smoke run keeps one peer (KerasTuner's are in the full run only)
+    assert {"miha", "miha-crossover", "baseline-lineage", "baseline-compute", "optuna"} <= systems
     budgets = {r["config"]["budget"] for r in records["quality-digits-s0"] if r["system"] == "optuna"}
     assert budgets == {1, 2, 4}
-    # Hyperband ran its brackets: some trial trained more than one epoch
-    assert max(r["config"]["longest_trial_epochs"] for r in records["quality-digits-s0"]
-               if r["system"] == "keras-tuner-hyperband") > 1
     for r in records["quality-digits-s0"]:
         assert 0.0 <= r["value"] <= 1.0 and r["epochs"] <= 4 * r["config"]["miha_budget_epochs"]
     report = (tmp_path / "REPORT.md").read_text()
