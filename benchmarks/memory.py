@@ -1,6 +1,10 @@
 """Memory over many cycles: RSS after each cycle of a c=20 run, and its growth from cycle 2 to 20.
 
     python benchmarks/memory.py [--cycles 20] [--out benchmarks/results]
+    python benchmarks/memory.py --cycles 100 --recycle-after 0 12 --plot benchmarks/plots/memory_cycles.png
+
+The second form runs ``miha run`` (the CLI, as a user does) in a child process for each
+``recycle_after`` value and reads its RSS from /proc after every cycle.
 
 The MNIST FNN (784-400-10) on the examples' 4,500 digits, pop_size=4, n=1, k=1, every gene kind on
 (so the model pool builds models with new activations as the run goes).
@@ -30,15 +34,117 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
+def _rss_of(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:
+        return None
+
+
+def run_cli(cycles: int, recycle_after: int, workdir: Path, log=print) -> dict:
+    """``miha run`` in a child process (the way a user runs it); its RSS is read after every cycle from
+    /proc (the CLI recycles itself in place with exec, so the PID stays the same)."""
+    import subprocess
+    import time
+
+    import mnist_fnn
+    import numpy as np
+
+    x, y, xt, yt = mnist_fnn.load(quick=False)
+    data = workdir / "mnist.npz"
+    np.savez(data, x=x, y=y, x_test=xt, y_test=yt)
+    model = workdir / "fnn.keras"
+    mnist_fnn.build(0).save(model)
+    run_dir = workdir / f"run-r{recycle_after}"
+    cmd = [sys.executable, "-m", "miha_engine", "run", "--model", str(model), "--data", str(data), "-m", "1",
+           "-n", "1", "-k", "1", "-c", str(cycles), "-p", "4", "--batch-size", "32", "--seed", "0",
+           "--drop-intermediate", "--recycle-after", str(recycle_after), "--run-dir", str(run_dir), "--quiet"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    by_cycle: dict[int, float] = {}
+    peak, seen, restarts = 0.0, 0, 0
+    events = run_dir / "events.jsonl"
+    while proc.poll() is None:
+        rss = _rss_of(proc.pid)
+        if rss:
+            peak = max(peak, rss)
+        if events.exists():
+            lines = events.read_text().splitlines()
+            for line in lines[seen:]:
+                e = json.loads(line)
+                if e.get("kind") == "cycle_done" and rss:
+                    by_cycle[int(e["cycle"])] = rss
+                    log(f"cycle {e['cycle']:3d}: RSS {rss:.0f} MB")
+                elif e.get("kind") == "run_resumed":
+                    restarts += 1
+            seen = len(lines)
+        time.sleep(0.05)
+    err = proc.stderr.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"miha run failed ({proc.returncode}): {err[-2000:]}")
+    first = min(2, cycles)
+    return {"cycles": cycles, "recycle_after": recycle_after, "rss_mb_by_cycle": by_cycle,
+            "growth_mb_cycle2_to_last": by_cycle[cycles] - by_cycle[first] if cycles in by_cycle and first in by_cycle
+            else None,
+            "growth_mb_cycle2_to_20": (by_cycle[20] - by_cycle[2]) if 20 in by_cycle and 2 in by_cycle else None,
+            "max_rss_after_cycle2_mb": max(v for c, v in by_cycle.items() if c >= first) - by_cycle[first],
+            "peak_rss_mb": peak, "restarts": restarts, "wall_s": time.perf_counter() - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=20)
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--recycle-after", type=int, nargs="+",
+                    help="run the CLI (a child process, sampled from /proc) with each of these recycle_after "
+                    "values (0: never recycle); default: the in-process API run of the first wave")
+    ap.add_argument("--plot", help="with --recycle-after: write a PNG of RSS against cycles here")
     ap.add_argument("--no-report", action="store_true", help="write only the JSON (run_all.py writes the report)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.recycle_after:
+        results = []
+        with tempfile.TemporaryDirectory(prefix="miha-mem-") as tmp:
+            for r in args.recycle_after:
+                print(f"recycle_after={r}", flush=True)
+                res = run_cli(args.cycles, r, Path(tmp), log=lambda s: print("  " + s, flush=True))
+                print(f"  growth cycle 2 → {args.cycles}: {res['growth_mb_cycle2_to_last']:+.0f} MB; most above "
+                      f"cycle 2: {res['max_rss_after_cycle2_mb']:+.0f} MB; peak {res['peak_rss_mb']:.0f} MB; "
+                      f"{res['restarts']} restarts; {res['wall_s']:.0f} s", flush=True)
+                results.append(res)
+        name = f"memory-cli-c{args.cycles}.json"
+        (out / name).write_text(json.dumps({"records": [
+            {"system": f"miha-cli-recycle{r['recycle_after']}", "task": "mnist_fnn", "seed": 0,
+             "epochs": 2 + args.cycles * 5, "wall_s": r["wall_s"], "metric": "rss_growth_mb_cycle2_to_last",
+             "value": r["growth_mb_cycle2_to_last"], "config": r} for r in results]}, indent=1))
+        if args.plot:
+            import matplotlib
 
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+            for r in results:
+                cs = sorted(r["rss_mb_by_cycle"])
+                label = "never recycled" if not r["recycle_after"] else f"recycled every {r['recycle_after']} new models"
+                ax.plot(cs, [r["rss_mb_by_cycle"][c] for c in cs], label=label)
+            ax.set_xlabel("cycle")
+            ax.set_ylabel("RSS after the cycle (MB)")
+            ax.set_title(f"MNIST FNN, pop 4, n = k = 1, every gene kind, {args.cycles} cycles (miha run)")
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(args.plot)
+            print(f"wrote {args.plot}")
+        print(f"wrote {out / name}")
+        return
+    run_in_process(args, out)
+
+
+def run_in_process(args, out: Path) -> None:
     import mnist_fnn
 
     import miha_engine as me

@@ -50,14 +50,12 @@ class Segment:
                                "cycle": self.cycle}
         if self.member is not None:
             out["member"] = self.member
-        genes = self.genes.to_dict()
-        out.update(optimizer=genes["optimizer"], learning_rate=genes["learning_rate"],
-                   batch_size=genes["batch_size"], activations=genes["activations"])
+        out.update(self.genes.to_dict())  # optimizer, learning rate, batch size, activations, weight decay, ...
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Segment:
-        genes = Genes.from_dict({k: d[k] for k in ("optimizer", "learning_rate", "batch_size", "activations")})
+        genes = Genes.from_dict(d)
         return cls(int(d["from_epoch"]), int(d["epochs"]), str(d["phase"]), int(d["cycle"]), genes,
                    None if d.get("member") is None else int(d["member"]))
 
@@ -101,6 +99,8 @@ def schedule_from_run(run_dir: str | Path) -> dict[str, Any]:
         "seed": cfg.get("seed", 0),
         "validation_split": cfg.get("validation_split", 0.1),
         "candidate_epochs": cfg.get("candidate_epochs", 1),
+        # the final phase's cosine anneal (1: none; runs from before it existed had none)
+        "final_anneal": cfg.get("final_anneal", 1.0),
         "notes": notes,
         "segment": [s.to_dict() for s in segments],
     }
@@ -169,7 +169,7 @@ def replay(schedule: str | Path, model, data, run_dir: str | Path | None = None,
     Returns:
         A :class:`miha_engine.runner.RunResult`.
     """
-    from .runner import RunResult, _as_dataset, _now, default_run_dir
+    from .runner import RunResult, _as_dataset, _now, default_run_dir, final_schedule
 
     info, segments = read_schedule(schedule)
     seed = int(info.get("seed", 0))
@@ -244,7 +244,12 @@ def replay(schedule: str | Path, model, data, run_dir: str | Path | None = None,
                     backend.reseed(main_line_seed(seed, seg.cycle))
                     reseeded = seg.cycle
                 else:
-                    result = backend.train_main(genes, seg.epochs, on_epoch, main_shuffle(seg.cycle))
+                    anneal = final_schedule(genes.learning_rate, seg.epochs, float(info.get("final_anneal", 1.0))) \
+                        if seg.phase == "final" else None
+                    if anneal is None:
+                        result = backend.train_main(genes, seg.epochs, on_epoch, main_shuffle(seg.cycle))
+                    else:
+                        result = backend.train_main(genes, seg.epochs, on_epoch, main_shuffle(seg.cycle), anneal)
                 step += seg.epochs
                 if result.diverged:
                     raise InputError(f"the loss became NaN/inf at epoch {step} of the replay; the data may differ "
