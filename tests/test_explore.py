@@ -19,7 +19,8 @@ from miha_engine.runlog import read_events
 from miha_engine.runner import LiveEdits, fork, resume, run
 from miha_engine.testing import FakeBackend, dense_classifier
 
-CFG = me.RunConfig(runup_epochs=1, candidate_epochs=2, fixing_epochs=1, cycles=4, population_size=4, seed=3)
+CFG = me.RunConfig(runup_epochs=1, candidate_epochs=2, fixing_epochs=1, cycles=4, population_size=4, seed=3,
+                   control_member=False, selection="fittest")  # the plain rule unless a test turns the control on
 
 
 def _fake_run(tmp_path, cfg=CFG, name="run", **kw):

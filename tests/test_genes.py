@@ -101,6 +101,13 @@ def test_label_smoothing_is_a_gene_where_the_loss_takes_it_and_state_moves_exact
     backend.set_main(smooth_snap, smooth_genes)
     for a, b in zip(backend.snapshot(smooth_genes).weights, smooth_snap.weights):
         np.testing.assert_array_equal(a, b)
+    # recompiled (the XLA fallback does so) it keeps its weights, its smoothed loss and its knobs
+    main = backend.main
+    mdl.recompile(main, backend.spec, 4, False)
+    assert main.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
+    for a, b in zip(main.get_weights(), smooth_snap.weights):
+        np.testing.assert_array_equal(a, b)
+    assert mdl._KNOBS[main].weight_decay.numpy() == pytest.approx(0.3)
     # its archive holds the genes it trained with and loads as plain Keras, in safe mode
     path = tmp_path / "m.keras"
     backend.save_main(path)

@@ -49,7 +49,7 @@ def test_the_cli_offers_every_field_with_its_help_and_choices():
 def test_resume_everywhere_changes_exactly_the_resumable_fields():
     resumable = set(RunConfig.resumable_fields())
     assert resumable == {"evaluator", "ray_address", "ray_cpus_per_member", "ray_gpus_per_member",
-                         "ray_max_retries", "steps_per_execution", "jit_compile", "tensorboard"}
+                         "ray_max_retries", "steps_per_execution", "jit_compile", "tensorboard", "recycle_after"}
     live = set(RunConfig.live_fields())
     assert live == {"candidate_epochs", "fixing_epochs", "population_size", "search"}
     resume_opts = set(_actions(_subparser("resume"))) - {"run_dir", "data", "quiet", "verbose"}
