@@ -479,3 +479,25 @@ def test_a_live_edit_in_the_app_applies_from_the_next_cycle(qtbot, win, files):
     from miha_engine.state import replay
 
     assert replay(win.run_dir).edits == win.state.edits
+
+
+def test_the_genes_plot_draws_weight_decay_the_annealed_rate_and_dropout(qtbot):
+    from miha_engine.state import RunState
+    from miha_gui.plots import GenesPlot
+
+    plot = GenesPlot()
+    qtbot.addWidget(plot)
+    st = RunState()
+    base = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "activations": {"h": "relu"},
+            "weight_decay": 0.0, "dropouts": {"drop": 0.2}}
+    st.main_steps = [1, 2, 3, 4]
+    st.main_genes = [base, {**base, "weight_decay": 0.1}, {**base, "weight_decay": 0.1, "dropouts": {"drop": 0.4}},
+                     {**base, "weight_decay": 0.1, "dropouts": {"drop": 0.4}}]
+    st.main_metrics = [{}, {}, {}, {"learning_rate": 2.5e-4}]  # the final phase's annealed rate
+    plot.refresh(st)
+    _, wd = plot.wd.getData()  # the plot is in log mode: it gives log10 of the values
+    assert np.isnan(wd[0]) and list(10 ** wd[1:]) == pytest.approx([0.1] * 3)  # 0 has no log: a gap
+    _, lr = plot.lr.getData()
+    assert list(10 ** lr) == pytest.approx([1e-3, 1e-3, 1e-3, 2.5e-4])
+    labels = [t.toPlainText() for t in plot.labels]
+    assert any("dropout 0.2" in t for t in labels) and any("dropout 0.4" in t for t in labels)
