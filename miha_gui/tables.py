@@ -151,7 +151,9 @@ class RunBrowser(QTreeView):
         for col in (2, 3):
             self.hideColumn(col)
         self.header().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
         self.header().setStretchLastSection(False)
+        self.setMinimumWidth(260)  # the file names, not only their sizes
         self.setContextMenuPolicy(Qt.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)
         self.doubleClicked.connect(self._activated)
