@@ -260,6 +260,7 @@ def _recycling(command):
         try:
             return command(a)
         except RecycleRequested as req:
+            allow_recycling(False)
             args = [sys.executable, "-m", "miha_engine", "resume", str(req.run_dir)]
             if getattr(a, "data", None):
                 args += ["--data", str(Path(a.data).resolve())]
@@ -270,6 +271,8 @@ def _recycling(command):
             sys.stderr.flush()
             os.execv(sys.executable, args)
             return EXIT_ERROR  # not reached
+        finally:  # main() may be called in-process (tests, scripts): the permission ends with the command
+            allow_recycling(False)
 
     return wrapped
 
