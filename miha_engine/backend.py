@@ -284,9 +284,7 @@ class KerasBackend:
         model = self.pool.get(genes)
         mdl.restore(model, snap, genes, weights=weights)
         if self.data.has_validation:
-            if metric == "loss":
-                return self.trainer.validation_loss(model)
-            return float(model.evaluate(self.trainer._val, verbose=0, return_dict=True).get(metric, float("nan")))
+            return self.trainer.validation_loss(model, metric)
         return self.trainer.evaluate(model, self.data.x, self.data.y).get(metric, float("nan"))
 
     def last_epoch_metrics(self) -> dict[str, float]:

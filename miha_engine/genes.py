@@ -32,20 +32,14 @@ class Genes:
     label_smoothing: float | None = None
 
     def activation_of(self, path: str) -> str | None:
-        for p, act in self.activations:
-            if p == path:
-                return act
-        return None
+        return dict(self.activations).get(path)
 
     def with_activation(self, path: str, activation: str) -> Genes:
         acts = tuple((p, activation if p == path else a) for p, a in self.activations)
         return replace(self, activations=acts)
 
     def dropout_of(self, path: str) -> float | None:
-        for p, rate in self.dropouts:
-            if p == path:
-                return rate
-        return None
+        return dict(self.dropouts).get(path)
 
     def with_dropout(self, path: str, rate: float) -> Genes:
         return replace(self, dropouts=tuple((p, float(rate) if p == path else r) for p, r in self.dropouts))

@@ -631,6 +631,8 @@ def set_knobs(model, genes: Genes) -> None:
     if knobs.weight_decay is not None and genes.weight_decay is not None:
         knobs.weight_decay.assign(float(genes.weight_decay))
         model.optimizer.weight_decay = float(genes.weight_decay) if genes.weight_decay > 0 else None
+    if not knobs.dropout:
+        return
     by_path = dict(iter_layers(model))
     for path, rate in genes.dropouts:
         var = knobs.dropout.get(path)

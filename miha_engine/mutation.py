@@ -131,10 +131,10 @@ def mutate(
         new = genes.with_activation(path, options[int(rng.integers(len(options)))])
     elif kind == "batch_size":
         options = _batch_choices(genes.batch_size, space, n_train)
-        if fresh:
-            options = [v for v in _batch_choices(genes.batch_size, space, n_train) + sorted(
-                {2**i for i in range(16) if space.batch_size_range[0] <= 2**i <= min(
-                    space.batch_size_range[1], n_train or 2**16)}) if v != genes.batch_size] or options
+        lo, hi = space.batch_size_range
+        powers = [2**i for i in range(16) if lo <= 2**i <= min(hi, n_train or 2**16) and 2**i != genes.batch_size]
+        if fresh and powers:
+            options = powers
         new = genes.replace(batch_size=int(options[int(rng.integers(len(options)))]))
     elif kind == "learning_rate" and fresh:
         lo, hi = space.learning_rate_range
@@ -212,7 +212,7 @@ def explore(
     """A bolder move, for a run on a plateau: two genes changed, each to a value drawn from the whole
     range rather than a neighbour (one gene when only one kind can change)."""
     first, said = mutate(genes, space, rng, activation_choices, n_train, fresh=True)
-    kinds = [k for k in possible_kinds(first, space, activation_choices, n_train)]
+    kinds = possible_kinds(first, space, activation_choices, n_train)
     changed = {k for k in kinds if _kind_differs(genes, first, k)}
     others = [k for k in kinds if k not in changed]
     if not others:

@@ -131,6 +131,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+
+def atomic_copy(src: Path, path: Path) -> Path:
+    """Copy ``src`` to ``path`` through :func:`atomic_write`."""
+    return atomic_write(Path(path), lambda tmp: shutil.copyfile(src, tmp))
+
 def _fsync_dir(folder: Path) -> None:
     """Make a rename durable (POSIX); a platform that cannot open folders (Windows) skips it."""
     try:

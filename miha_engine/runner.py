@@ -42,7 +42,7 @@ from .evaluators import EvaluatorContext, MemberJob, Parent, make_evaluator
 from .fitness import as_loss, epoch_noise, fitness, metric_direction, noise_margin, rank_key
 from .genes import Genes
 from .mutation import combine, explore, mutate
-from .runlog import RunFolder, describe_file, read_events
+from .runlog import RunFolder, atomic_copy, describe_file, read_events
 from .snapshot import Snapshot, average_weights
 from .state import RunState
 from .training import CancelToken
@@ -519,8 +519,9 @@ class _Loop:
                 decision, chosen, weights, child = self._crossover(ancestor, best, last_val, decision)
             self.step += lengths[winner]  # the winner's n epochs join the lineage
             if child is None and weights is None:  # the lineage's state is the winner's, as archived
+                member = folder.member_path(cycle, winner)
                 self._check_best(curves[winner][-1] if curves.get(winner) else None,
-                                 self._copier(folder.member_path(cycle, winner)))
+                                 lambda path: atomic_copy(member, path))
         self.genes = chosen.genes
         backend.set_main(chosen, self.genes, weights=weights)
         if child is not None:
@@ -568,17 +569,6 @@ class _Loop:
             return None
         last = self.state.main_metrics[-1] if self.state.main_metrics else {}
         return self._curve(self.state.main_losses[-1:], [], {k: [v] for k, v in last.items()})[0]
-
-    def _copier(self, src: Path):
-        """A writer that copies an archive already saved (a member's) to another path, atomically."""
-        import shutil
-
-        from .runlog import atomic_write
-
-        def write(path: Path) -> None:
-            atomic_write(path, lambda tmp: shutil.copyfile(src, tmp))
-
-        return write
 
     def _crossover(self, ancestor: Genes, best, last_val: dict[int, float], decision: str):
         """Child of the two fittest: the ancestor's genes with both mutations, the fitter parent's
@@ -950,14 +940,10 @@ def fork(
     folder = RunFolder(new_run_dir or default_run_dir(parent.root.parent))
     folder.create()
     with folder.lock():
-        import shutil
-
-        from .runlog import atomic_write
-
         # the archive is the fork's model as given and, after a cycle, its checkpoint archive
         copies = ["source"] + ([] if completed is None else ["init" if completed == 0 else str(completed)])
         for copy_name in copies:
-            atomic_write(folder.model_path(copy_name), lambda tmp: shutil.copyfile(src, tmp))
+            atomic_copy(src, folder.model_path(copy_name))
         start = Checkpoint(completed, step, genes) if completed is not None else Checkpoint(None, 0, genes)
         info = _run_info(backend, config, genes, str(src.resolve()), data_source, target or pinfo.get("target"),
                          bool(pinfo.get("unsafe_model")), pinfo.get("search_context"))

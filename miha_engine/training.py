@@ -216,11 +216,12 @@ class Trainer:
         out = model.evaluate(x, y, batch_size=max(256, self.config.batch_size or 32), verbose=0, return_dict=True)
         return {k: float(v) for k, v in out.items()}
 
-    def validation_loss(self, model) -> float:
+    def validation_loss(self, model, metric: str = "loss") -> float:
+        """The loss (or a compiled metric) on the validation split; NaN without one."""
         if self._val is None:
             return float("nan")
         out = model.evaluate(self._val, verbose=0, return_dict=True)
-        return float(out["loss"])
+        return float(out.get(metric, float("nan")))
 
 
 def _looks_like_xla_error(exc: Exception) -> bool:
