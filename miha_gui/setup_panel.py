@@ -69,7 +69,8 @@ KIND_TIPS = {"weight_decay": "The optimizer's decoupled weight decay: a member m
 #: search-space and selection settings the panel does not show: kept as applied, so a configuration
 #: loaded into the panel comes back out unchanged
 _SPACE_KEPT = ("lr_factors", "weight_decay_range", "dropout_range", "label_smoothing_range")
-_CONFIG_KEPT = ("fitness", "fitness_slope_weight", "crossover_weights", "validation_split", "tensorboard")
+_CONFIG_KEPT = ("fitness", "fitness_slope_weight", "fitness_metric", "final_anneal", "recycle_after",
+                "crossover_weights", "validation_split", "tensorboard")
 
 
 def _file_row(placeholder: str, empty: str, browse) -> tuple[QLineEdit, QPushButton, QLabel]:
@@ -278,6 +279,7 @@ class SetupPanel(QWidget):
         self.explore.setToolTip(_meta(RunConfig, "explore_on_plateau")["help"])
         self.explore.setChecked(RunConfig.options()["explore_on_plateau"].default)
         self.control.toggled.connect(self._update_enabled)
+        self.noise_rule.toggled.connect(self._update_enabled)  # a plateau is a tie within the noise margin
         for w in (self.control, self.noise_rule, self.explore):
             sl.addWidget(w)
         outer.addWidget(search)

@@ -92,3 +92,23 @@ def test_the_app_reads_defaults_ranges_and_the_epoch_formula_from_the_config(qtb
     assert w.resume_run()
     assert set(sent["execution"]) == set(RunConfig.resumable_fields()) | set(RunConfig.live_fields())
     assert sent["execution"]["jit_compile"] is True and sent["execution"]["steps_per_execution"] == 8
+
+
+def test_the_panel_gives_back_a_configuration_it_was_given_and_wires_the_selection_boxes(qtbot, tmp_path):
+    w = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    panel = w.panel
+    cfg = RunConfig(batch_size=64, fitness_metric="accuracy", final_anneal=0.1, recycle_after=4, selection="fittest",
+                    explore_on_plateau=False, search=SearchSpace(weight_decay_range=(0.01, 0.5),
+                                                                  kinds=("weight_decay", "dropout")))
+    panel.apply_config(cfg)
+    assert panel.config() == cfg
+    panel.apply_config(RunConfig(batch_size=32))
+    # exploring needs the noise rule (a plateau is a tie within its margin), which needs the control
+    assert panel.explore.isEnabled()
+    panel.noise_rule.setChecked(False)
+    assert not panel.explore.isEnabled() and panel.config().selection == "fittest"
+    panel.noise_rule.setChecked(True)
+    panel.control.setChecked(False)
+    assert not panel.noise_rule.isEnabled() and not panel.explore.isEnabled()
+    assert panel.config().control_member is False
