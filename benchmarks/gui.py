@@ -66,13 +66,13 @@ def stall_during_demo_run(tab: str = "plots") -> dict:
     timer.setInterval(10)
     timer.timeout.connect(tick)
     refreshes = [0]
-    original = w._refresh
+    original = w.loss_plot.refresh
 
-    def counted():
+    def counted(st):
         refreshes[0] += 1
-        original()
+        original(st)
 
-    w._refresh = counted
+    w.loss_plot.refresh = counted
     timer.start()
     t0 = time.perf_counter()
     w.start_run()

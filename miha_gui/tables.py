@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QDir, QModelIndex, Qt, Signal, Slot
+from PySide6.QtCore import QDir, QEvent, QModelIndex, Qt, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QFileSystemModel,
@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
+    QToolTip,
     QTreeView,
     QVBoxLayout,
     QWidget,
@@ -40,10 +41,15 @@ class PopulationTable(QWidget):
         self.follow = True
         self.cycle.valueChanged.connect(self._on_cycle_picked)
         top.addWidget(self.cycle)
+        top.addStretch(1)
+        lay.addLayout(top)
+        # the decision on its own row, wrapped: unwrapped, a long decision text set the label's
+        # minimum width and pushed the whole window wider (and made every plot repaint) mid-run
         self.decision = QLabel("")
         self.decision.setStyleSheet("color:#2b8a3e")
-        top.addWidget(self.decision, 1)
-        lay.addLayout(top)
+        self.decision.setWordWrap(True)
+        self.decision.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        lay.addWidget(self.decision)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([c.capitalize() for c in COLUMNS])
         self.table.verticalHeader().setVisible(False)
@@ -102,7 +108,9 @@ class PopulationTable(QWidget):
                 if winner == b.member:
                     item.setBackground(QBrush(QColor("#e6fcf5")))
                 self.table.setItem(row, col, item)
-        self.decision.setText(st.decisions.get(cycle, "training…" if members else ""))
+        text = st.decisions.get(cycle, "training…" if members else "")
+        self.decision.setText(text)
+        self.decision.setToolTip(text)
 
 
 def describe_archive(name: str, st: RunState | None) -> str:
@@ -119,17 +127,6 @@ def describe_archive(name: str, st: RunState | None) -> str:
     return f"{name}: {text}" if text else name
 
 
-class _RunFiles(QFileSystemModel):
-    def __init__(self, browser: RunBrowser):
-        super().__init__(browser)
-        self._browser = browser
-
-    def data(self, index: QModelIndex, role: int = Qt.DisplayRole):
-        if role == Qt.ToolTipRole and index.column() == 0:
-            return describe_archive(self.fileName(index), self._browser.state)
-        return super().data(index, role)
-
-
 class RunBrowser(QTreeView):
     """The run folder's files, updating as archives appear.  Double-click shows a model."""
 
@@ -142,7 +139,7 @@ class RunBrowser(QTreeView):
     def __init__(self):
         super().__init__()
         self.state: RunState | None = None
-        self.fs = _RunFiles(self)
+        self.fs = QFileSystemModel(self)  # plain: a Python data() override ran for every cell at every repaint
         self.fs.setFilter(QDir.AllDirs | QDir.Files | QDir.NoDotAndDotDot)  # hidden temporaries stay hidden
         self.fs.setNameFilters(["*.keras", "*.h5", "*.json", "*.jsonl", "*.csv", "*.png", "model", "population"])
         self.fs.setNameFilterDisables(False)
@@ -160,6 +157,21 @@ class RunBrowser(QTreeView):
         self.fs.directoryLoaded.connect(self._on_loaded)
         self.root: Path | None = None
         self.hide()  # until there is a run folder to show
+
+    def tooltip_at(self, pos) -> str:
+        """What the run journalled about the file under `pos` (viewport coordinates), or ''."""
+        index = self.indexAt(pos)
+        return describe_archive(self.fs.fileName(index), self.state) if index.isValid() else ""
+
+    def viewportEvent(self, event) -> bool:
+        if event.type() == QEvent.ToolTip:
+            text = self.tooltip_at(event.pos())
+            if text:
+                QToolTip.showText(event.globalPos(), text, self.viewport())
+            else:
+                QToolTip.hideText()
+            return True
+        return super().viewportEvent(event)
 
     @Slot(str)
     def _on_loaded(self, _path: str) -> None:

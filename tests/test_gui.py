@@ -77,6 +77,15 @@ def test_full_run_draws_everything_and_reopens_identically(qtbot, win, files, tm
     assert (win.run_dir / "learning_history.png").stat().st_size > 1000
     tip = window_module.describe_archive("2_1_model.keras", win.state)
     assert tip.startswith("2_1_model.keras: cycle 2, member 1") and len(tip) > len("2_1_model.keras: cycle 2, member 1")
+    assert win.browser.select(win.run_dir / "population" / "2_1_model.keras")
+    assert win.browser.tooltip_at(win.browser.visualRect(win.browser.currentIndex()).center()) == tip
+    # the decisions' long texts wrap: they never force the window wider (that made every plot repaint)
+    decision = win.state.decisions[2]
+    assert len(decision) > 100 and win.table.decision.text() == decision
+    with_text = win.minimumSizeHint().width()
+    win.table.decision.setText("")
+    assert with_text <= win.minimumSizeHint().width() + 20
+    win.table.decision.setText(decision)
 
     # export the best model through the same slot the menu uses; it loads back
     out = tmp_path / "exported.keras"
