@@ -606,7 +606,9 @@ class _Loop:
         test = {"initial": initial_test, "final": self.backend.test_metrics()} if initial_test else {}
         best_path = folder.model_path("best")
         if self.best["step"] is not None and best_path.exists():
-            if test:
+            if test and self.best["step"] == self.step:
+                test["best"] = dict(test["final"])  # the last lineage epoch was the best: the same state
+            elif test:
                 test["best"] = self.backend.archive_test_metrics(best_path)
             folder.update_run(best_model={"path": str(best_path.relative_to(folder.root)),
                                           "lineage_epoch": self.best["step"], "score": self.best["score"],

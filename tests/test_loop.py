@@ -161,6 +161,17 @@ def test_model_best_holds_the_lineage_state_with_the_lowest_validation_loss(tmp_
                                                                               "model_final.keras"]
 
 
+def test_when_the_last_epoch_is_the_best_its_test_metrics_are_not_computed_twice(tmp_path, monkeypatch):
+    def not_twice(self, path):
+        raise AssertionError("model_best is the final state: no second evaluation")
+
+    monkeypatch.setattr(FakeBackend, "archive_test_metrics", not_twice)
+    res, _, _ = _run(tmp_path, CFG.replace(cycles=1))  # the fake's lineage improves at every epoch
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["best_model"]["lineage_epoch"] == CFG.replace(cycles=1).lineage_epochs
+    assert info["test_metrics"]["best"] == info["test_metrics"]["final"]
+
+
 def test_diverged_members_are_never_chosen_and_all_diverged_keeps_the_parent(tmp_path):
     script = {(1, 0): [0.9, NAN, NAN], (1, 1): [0.5, 0.4, 0.35], (1, 2): [NAN, NAN, NAN], (1, 3): [0.9, 0.9, 0.9]}
     script.update({(2, i): [NAN] * 3 for i in range(4)})
