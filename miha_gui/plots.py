@@ -259,9 +259,10 @@ class GenesPlot(pg.GraphicsLayoutWidget):
     def __init__(self):
         super().__init__()
         self.setMinimumHeight(180)
-        self.lr_plot = self.addPlot(row=0, col=0, title="Hyperparameters along the lineage")
-        self.lr_plot.setLabel("left", "rate, decay")
-        self.legend = self.lr_plot.addLegend(offset=(10, -5), labelTextSize="8pt", colCount=2)
+        self.lr_plot = self.addPlot(row=0, col=0, title="Genes along the lineage")
+        # no axis title above: the legend names the curves, and in the app's short plot two axis
+        # titles overlapped
+        self.lr_plot.getAxis("left").enableAutoSIPrefix(False)  # log values: no "(x0.001)" scale
         self.lr_plot.setLogMode(y=True)
         self.lr_plot.showGrid(x=True, y=True, alpha=0.25)
         self.lr_plot.hideAxis("bottom")
@@ -274,10 +275,16 @@ class GenesPlot(pg.GraphicsLayoutWidget):
         self.ci.layout.setRowStretchFactor(1, 2)
         for plot in (self.lr_plot, self.bs_plot):
             plot.getAxis("left").setWidth(64)
-        self.lr = self.lr_plot.plot([], [], pen=pg.mkPen("#5f3dc4", width=2), name="learning rate")
-        self.wd = self.lr_plot.plot([], [], pen=pg.mkPen("#2b8a3e", width=2, style=Qt.DashLine),
-                                    name="weight decay (0: not drawn)")
+        self.lr = self.lr_plot.plot([], [], pen=pg.mkPen("#5f3dc4", width=2))
+        self.wd = self.lr_plot.plot([], [], pen=pg.mkPen("#2b8a3e", width=2, style=Qt.DashLine))
         self.bs = self.bs_plot.plot([], [], pen=pg.mkPen("#e67700", width=2))
+        # the legend on a row of its own, under the plots: inside, it hid the curves and their labels
+        # (the batch size has its own plot and axis title)
+        self.legend = pg.LegendItem(labelTextSize="8pt", colCount=2)
+        self.addItem(self.legend, row=2, col=0)
+        self.ci.layout.setRowStretchFactor(2, 0)
+        for item, name in ((self.lr, "learning rate"), (self.wd, "weight decay")):
+            self.legend.addItem(item, name)
         self.labels: list[pg.TextItem] = []
         self.plotItem = self.lr_plot  # for the CSV exporter
 
@@ -324,6 +331,9 @@ class GenesPlot(pg.GraphicsLayoutWidget):
         wd = np.array([g.get("weight_decay") or np.nan for g in genes], float)  # 0 has no log: a gap
         self.wd.setData(steps, wd, connect="finite")
         self.bs.setData(steps, bs)
+        finite = bs[np.isfinite(bs)]
+        if finite.size:  # room around the batch sizes (a constant one drew as 31.8 … 32.2)
+            self.bs_plot.setYRange(finite.min() / 1.6, finite.max() * 1.6, padding=0)
         for t in self.labels:
             self.lr_plot.removeItem(t)
         self.labels.clear()
