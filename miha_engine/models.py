@@ -29,8 +29,29 @@ _TF_CONFIGURED: dict[str, Any] = {}
 
 
 
+def tensorflow_threads() -> int:
+    """Threads for one TensorFlow op: every core this process may use but one.
+
+    The spare core runs the input pipeline, the app's window and the run's bookkeeping; measured on
+    2 cores (``benchmarks/versus_keras.py``), one intra-op thread trained the MNIST FNN and the
+    gap-filling CNN faster than two, which fought those for the cores.  ``MIHA_TF_THREADS`` sets it.
+    """
+    value = os.environ.get("MIHA_TF_THREADS", "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 def configure_tensorflow() -> str:
-    """Quiet TensorFlow's logs, turn on GPU memory growth, and say which device trains.
+    """Quiet TensorFlow's logs, set its threads (:func:`tensorflow_threads`), turn on GPU memory
+    growth, and say which device trains.
 
     TensorFlow's C++ start-up lines ("oneDNN custom operations…", "Could not find cuda drivers…")
     go to a buffer, not the terminal: :func:`startup_log` gives them (``miha --verbose`` and
@@ -41,6 +62,11 @@ def configure_tensorflow() -> str:
     with captured_stderr() as log:
         import tensorflow as tf
 
+        threads = tensorflow_threads()
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow was started by someone else first: keep its setting
+            pass
         gpus = tf.config.list_physical_devices("GPU")
         for gpu in gpus:
             try:
