@@ -93,3 +93,18 @@ def test_xla_is_opt_in_and_off_for_layers_that_declare_it_unsupported():
                             keras.layers.Dense(3)])
     assert trainer.jit(aug) is False
     assert Trainer(_data(), me.RunConfig(jit_compile=False), me.CancelToken(), 0).jit(dense_classifier()) is False
+
+
+def test_tensorflow_threads_leave_a_core_and_follow_the_environment(monkeypatch):
+    import os
+
+    from miha_engine.models import tensorflow_threads
+
+    monkeypatch.delenv("MIHA_TF_THREADS", raising=False)
+    assert tensorflow_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
+    monkeypatch.setenv("MIHA_TF_THREADS", "3")
+    assert tensorflow_threads() == 3
+    monkeypatch.setenv("MIHA_TF_THREADS", "0")
+    assert tensorflow_threads() == 1
+    monkeypatch.setenv("MIHA_TF_THREADS", "many")  # not a number: the default
+    assert tensorflow_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
