@@ -721,6 +721,25 @@ def recompile(model, spec: CompileSpec, spe: int, jit: bool | str) -> None:
                   steps_per_execution=spe, jit_compile=jit)
 
 
+def build_compiled_state(model, x, y) -> bool:
+    """Create the compiled loss's and metrics' variables now, eagerly, from one sample.
+
+    Without a distribution strategy Keras creates them while it traces the first train (or test)
+    step, and a variable created while tracing makes TensorFlow trace that step a second time:
+    measured, every new model of a run traced its train step twice.  Metrics are reset at the start
+    of every fit and evaluation, so this changes no result.  Returns False (and leaves the building
+    to Keras) when the model cannot be called on one sample.
+    """
+    try:
+        y_pred = model(x, training=False)
+        model.compute_loss(x=x, y=y, y_pred=y_pred)
+        model.compute_metrics(x, y, y_pred)
+        model.reset_metrics()
+        return True
+    except Exception:  # noqa: BLE001 - e.g. a fixed batch size: Keras builds them as before
+        return False
+
+
 # -- saving ------------------------------------------------------------------------------------
 
 def save_model(model, path: str | Path) -> Path:
@@ -784,8 +803,10 @@ class ModelPool:
     out), so memory stays flat over any number of cycles.
     """
 
-    def __init__(self, base, spec: CompileSpec, spe: int, jit, max_size: int = 6):
+    def __init__(self, base, spec: CompileSpec, spe: int, jit, max_size: int = 6, sample=None):
         self.base = base
+        #: one training sample (x, y): a new model's compiled loss and metrics are built with it
+        self.sample = sample
         self.spec = spec
         self.spe = spe
         self.jit = jit
@@ -810,6 +831,8 @@ class ModelPool:
             model.compile(optimizer=opt, loss=smoothed_loss(self.spec.loss, genes.label_smoothing),
                           metrics=self.spec.metrics, steps_per_execution=self.spe, jit_compile=self.jit)
             opt.build(model.trainable_variables)
+            if self.sample is not None:
+                build_compiled_state(model, *self.sample)
             install_knobs(model, genes)
             _FRESH_OPTIMIZER[model] = [np.array(v.numpy(), copy=True) for v in opt.variables]
             self.built += 1

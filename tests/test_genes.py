@@ -54,7 +54,7 @@ def test_weight_decay_and_dropout_change_training_without_a_new_traced_step(smal
     base, base_snap = _train(backend, genes, parent)
     model = backend.pool.get(genes)
     traces = mdl.TRACES[id(model)]
-    assert traces >= 1
+    assert traces == 1  # its compiled metrics were built before: no second trace
     again, again_snap = _train(backend, genes, parent)
     assert again.losses == base.losses  # the same genes from the same parent train the same way
     decayed, decayed_snap = _train(backend, genes.replace(weight_decay=1.0), parent)
