@@ -257,9 +257,9 @@ class KerasBackend:
         return self.trainer.evaluate(model, self.data.x_test, self.data.y_test)
 
     def reseed(self, seed: int) -> None:
-        import keras
+        from . import models as mdl
 
-        keras.utils.set_random_seed(seed)
+        mdl.set_random_seed(seed)
 
     # -- members ------------------------------------------------------------------------------
     def train_member(self, genes: Genes, parent: Snapshot, cycle: int, index: int, epochs: int,
