@@ -311,3 +311,8 @@ class KerasBackend:
     def models_built(self) -> int:
         """Models compiled (and so traced) in this process: what a recycle counts."""
         return self.pool.built
+
+    @property
+    def models_evicted(self) -> int:
+        """Models the pool let go (their memory comes back at the next garbage collection)."""
+        return self.pool.evicted

@@ -848,6 +848,7 @@ class ModelPool:
         self._models: dict[tuple, Any] = {}
         self.built = 0
         self.reused = 0
+        self.evicted = 0
 
     @staticmethod
     def key(genes: Genes) -> tuple:
@@ -876,6 +877,7 @@ class ModelPool:
         while len(self._models) > self.max_size:
             oldest = next(iter(self._models))
             del self._models[oldest]
+            self.evicted += 1
         return model
 
     def disable_jit(self) -> None:

@@ -202,7 +202,7 @@ class _Loop:
         self.pending_edits: dict[str, Any] = {}
         self.kept_edits: dict[str, Any] = {}
         self.best: dict[str, Any] = {"score": math.inf, "step": None}
-        self._collected_at = 0  # models built when garbage was last collected
+        self._collected_at = 0  # models evicted from the pool when garbage was last collected
 
     # -- events and records ------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
@@ -539,11 +539,12 @@ class _Loop:
         if cfg.drop_intermediate:
             folder.drop_superseded(cycle)
         built = int(getattr(backend, "models_built", 0))
-        if built != self._collected_at:
-            # a new model may have pushed an old one out of the pool: free its reference cycles now.
-            # Only then: a full collection costs ≈0.2 s with TensorFlow loaded (5 % of an article run).
+        evicted = int(getattr(backend, "models_evicted", built))
+        if evicted != self._collected_at:
+            # a model left the pool: free its reference cycles now. Only then: a full collection
+            # costs ≈0.2 s with TensorFlow loaded (it ran after every cycle: 5 % of an article run)
             gc.collect()
-            self._collected_at = built
+            self._collected_at = evicted
         if RECYCLING["allowed"] and cfg.recycle_after and cycle < cfg.cycles and built >= cfg.recycle_after:
             self.note(f"after cycle {cycle}: {built} models traced in this process; the engine restarts in a "
                       "fresh process to give TensorFlow's memory back, and resumes from this checkpoint")
