@@ -165,10 +165,13 @@ def main() -> None:
 
             rec = {**keras_fit(build, x, y, epochs), "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
         else:
-            from miha_engine.models import configure_tensorflow, tensorflow_threads
+            from miha_engine.models import configure_tensorflow
 
             configure_tensorflow()
-            rec = {**miha_run(build, x, y, xt, yt, cfg, args.seed), "intra_op_threads": tensorflow_threads()}
+            import tensorflow as tf  # an older engine (PYTHONPATH) has no tensorflow_threads: ask TensorFlow
+
+            rec = {**miha_run(build, x, y, xt, yt, cfg, args.seed),
+                   "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default"}
         print("RECORD " + json.dumps(rec))
         return
 
