@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QDir, QEvent, QModelIndex, Qt, Signal, Slot
+from PySide6.QtCore import QDir, QEvent, QModelIndex, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QFileSystemModel,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -24,6 +25,35 @@ from miha_engine.runlog import describe_file, parse_archive_name
 from miha_engine.state import RunState
 
 COLUMNS = ("member", "change", "losses", "fitness", "chosen")
+
+
+class ElidedLabel(QLabel):
+    """One line of text, cut with "…" to the width it is given; the whole text is its tooltip.
+    Its minimum width does not depend on the text, so a long text never widens the window."""
+
+    def __init__(self, text: str = ""):
+        super().__init__()
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self._full = text
+        self.setToolTip(text)
+        self._elide()
+
+    def text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._elide()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(20, super().minimumSizeHint().height())
+
+    def _elide(self) -> None:
+        super().setText(self.fontMetrics().elidedText(self._full, Qt.ElideRight, max(20, self.width())))
 
 
 class PopulationTable(QWidget):
@@ -41,20 +71,19 @@ class PopulationTable(QWidget):
         self.follow = True
         self.cycle.valueChanged.connect(self._on_cycle_picked)
         top.addWidget(self.cycle)
-        top.addStretch(1)
-        lay.addLayout(top)
-        # the decision on its own row, wrapped: unwrapped, a long decision text set the label's
-        # minimum width and pushed the whole window wider (and made every plot repaint) mid-run
-        self.decision = QLabel("")
+        # the decision beside the cycle, on one line, elided, whole in its tooltip (and in the Log):
+        # a plain label's minimum width is its text's, and a long decision pushed the whole window
+        # wider mid-run (every plot repainted); wrapped, it took the table's rows
+        self.decision = ElidedLabel()
         self.decision.setStyleSheet("color:#2b8a3e")
-        self.decision.setWordWrap(True)
-        self.decision.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        lay.addWidget(self.decision)
+        top.addWidget(self.decision, 1)
+        lay.addLayout(top)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([c.capitalize() for c in COLUMNS])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectRows)
+        self.table.setWordWrap(False)  # one line per member (a long change is elided; its tooltip has it)
         h = self.table.horizontalHeader()
         h.setSectionResizeMode(1, QHeaderView.Stretch)
         for i in (0, 2, 3, 4):
@@ -108,9 +137,7 @@ class PopulationTable(QWidget):
                 if winner == b.member:
                     item.setBackground(QBrush(QColor("#e6fcf5")))
                 self.table.setItem(row, col, item)
-        text = st.decisions.get(cycle, "training…" if members else "")
-        self.decision.setText(text)
-        self.decision.setToolTip(text)
+        self.decision.setText(st.decisions.get(cycle, "training…" if members else ""))
 
 
 def describe_archive(name: str, st: RunState | None) -> str:

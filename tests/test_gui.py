@@ -510,3 +510,22 @@ def test_the_genes_plot_draws_weight_decay_the_annealed_rate_and_dropout(qtbot):
     assert list(10 ** lr) == pytest.approx([1e-3, 1e-3, 1e-3, 2.5e-4])
     labels = [t.toPlainText() for t in plot.labels]
     assert any("dropout 0.2" in t for t in labels) and any("dropout 0.4" in t for t in labels)
+
+
+def test_an_elided_label_keeps_its_whole_text_and_never_asks_for_its_width(qtbot):
+    from PySide6.QtWidgets import QLabel
+
+    from miha_gui.tables import ElidedLabel
+
+    label = ElidedLabel()
+    qtbot.addWidget(label)
+    label.show()
+    text = "noise rule: the control keeps the parent's genes; " * 4
+    label.setText(text)
+    label.resize(120, 20)
+    shown = QLabel.text(label)
+    assert label.text() == text and label.toolTip() == text
+    assert shown.endswith("…") and len(shown) < len(text)
+    assert label.minimumSizeHint().width() < 50
+    label.resize(4000, 20)
+    assert QLabel.text(label) == text  # wide enough: nothing cut
