@@ -151,6 +151,9 @@ class KerasBackend:
         self.pool = mdl.ModelPool(model, self.spec, self.trainer.steps_per_execution(), self.trainer.jit(model),
                                   sample=sample)
         self.main = None  # the pooled model that holds the main line now
+        # a model of Keras' own layers draws only seeded, stateless randomness: reseeding may keep
+        # TensorFlow's kernels (see models.set_random_seed)
+        self._keras_layers_only = mdl.uses_only_keras_layers(model)
 
     @classmethod
     def prepare(cls, model, data: Dataset, config: RunConfig, cancel: CancelToken,
@@ -259,7 +262,7 @@ class KerasBackend:
     def reseed(self, seed: int) -> None:
         from . import models as mdl
 
-        mdl.set_random_seed(seed)
+        mdl.set_random_seed(seed, keep_kernels=self._keras_layers_only)
 
     # -- members ------------------------------------------------------------------------------
     def train_member(self, genes: Genes, parent: Snapshot, cycle: int, index: int, epochs: int,

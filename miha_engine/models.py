@@ -42,11 +42,14 @@ def tensorflow_threads() -> int:
             return max(1, int(value))
         except ValueError:
             pass
+    return max(1, _cores() - 1)
+
+
+def _cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+        return os.cpu_count() or 1
 
 
 def configure_tensorflow() -> str:
@@ -65,8 +68,12 @@ def configure_tensorflow() -> str:
         threads = tensorflow_threads()
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-        except RuntimeError:  # TensorFlow was started by someone else first: keep its setting
-            pass
+        except RuntimeError:  # TensorFlow was started first (a model built before me.run): keep its setting
+            threads = tf.config.threading.get_intra_op_parallelism_threads() or _cores()
+        # the processes this one starts (a recycled engine, local Ray workers) use the same number, so
+        # their sums run in the same order and their losses stay equal to this process's
+        os.environ["MIHA_TF_THREADS"] = str(threads)
+        _TF_CONFIGURED["threads"] = threads
         gpus = tf.config.list_physical_devices("GPU")
         for gpu in gpus:
             try:
@@ -635,7 +642,15 @@ def install_knobs(model, genes: Genes) -> None:
     set_knobs(model, genes)
 
 
-def set_random_seed(seed: int) -> None:
+def uses_only_keras_layers(model) -> bool:
+    """True when every layer is one of Keras' own, none a ``Lambda`` (whose function, like a custom
+    layer's, may call TensorFlow's stateful random ops)."""
+    keras = _keras()
+    return all(type(layer).__module__.startswith("keras.") and not isinstance(layer, keras.layers.Lambda)
+               for layer in model._flatten_layers())
+
+
+def set_random_seed(seed: int, keep_kernels: bool = True) -> None:
     """What ``keras.utils.set_random_seed`` does (Python's, NumPy's, Keras' and TensorFlow's global
     seeds), without clearing TensorFlow's kernel cache.
 
@@ -643,13 +658,18 @@ def set_random_seed(seed: int) -> None:
     measured, the next fit's first epoch took ≈110 ms longer, once per member (a quarter of MIHA's
     overhead over one model's training). The seeds set are the same, so a ``tf.data`` shuffle or a
     Keras random op draws what it drew before; the kernels MIHA runs take explicit seeds (stateless
-    dropout, seeded shuffles), so keeping them changes no result. Falls back to Keras' own function
-    where TensorFlow's or Keras' internals differ.
+    dropout, seeded shuffles), so keeping them changes no result. A stateful random op (a custom or
+    ``Lambda`` layer calling ``tf.random.uniform``) would go on with its stream instead of starting it
+    again: for such models pass ``keep_kernels=False``, which is Keras' own function. It is also the
+    fallback where TensorFlow's or Keras' internals differ.
     """
     import random
 
     import keras
 
+    if not keep_kernels:
+        keras.utils.set_random_seed(seed)
+        return
     try:
         from keras.src.backend.common import global_state
         from keras.src.random import seed_generator
@@ -883,4 +903,5 @@ class ModelPool:
     def disable_jit(self) -> None:
         """XLA failed: later models compile without it (existing ones are recompiled on use)."""
         self.jit = False
+        self.evicted += len(self._models)
         self._models.clear()

@@ -612,8 +612,11 @@ class _Loop:
         test = {"initial": initial_test, "final": self.backend.test_metrics()} if initial_test else {}
         best_path = folder.model_path("best")
         if self.best["step"] is not None and best_path.exists():
-            if test and self.best["step"] == self.step:
-                test["best"] = dict(test["final"])  # the last lineage epoch was the best: the same state
+            ema = getattr(getattr(getattr(self.backend, "main", None), "optimizer", None), "use_ema", False)
+            if test and self.best["step"] == self.step and not ema:
+                # the last lineage epoch was the best: the same state (with an EMA optimizer, Keras puts
+                # the averaged weights into the model after the last epoch: not the same)
+                test["best"] = dict(test["final"])
             elif test:
                 test["best"] = self.backend.archive_test_metrics(best_path)
             folder.update_run(best_model={"path": str(best_path.relative_to(folder.root)),

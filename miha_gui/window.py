@@ -89,6 +89,7 @@ class MainWindow(QMainWindow):
         self._export: QProcess | None = None
         self._sent_edits: dict = {}
         self._dirty = False
+        self._refreshing = False  # a staggered refresh (see _refresh_part) is under way
         self._dialogs: list[QMessageBox] = []
 
         self.panel = SetupPanel()
@@ -426,8 +427,9 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _refresh_if_dirty(self) -> None:
-        if self._dirty:
+        if self._dirty and not self._refreshing:  # one chain of parts at a time
             self._dirty = False
+            self._refreshing = True
             self._refresh_part(0)
 
     # The live refresh, in parts a few ms apart, so that each repaint between them stays short: the
@@ -447,6 +449,7 @@ class MainWindow(QMainWindow):
         else:
             self.genes_plot.refresh(st)
             self._refresh_views()
+            self._refreshing = False
             return
         QTimer.singleShot(self._STAGGER_MS, self, lambda: self._refresh_part(part + 1))  # dropped if closed
 

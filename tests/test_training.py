@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,26 @@ def test_miha_seeds_draw_what_keras_seeds_draw_without_clearing_kernels():
     assert draws() != expected
     set_random_seed(42)
     assert draws() == expected
+
+    # a stateful random op (what a custom or Lambda layer may call) starts its stream again only when
+    # the kernels are cleared, as Keras' own function does: such models reseed with keep_kernels=False
+    @tf.function
+    def stateful():
+        return float(tf.random.uniform(()))
+
+    set_random_seed(3, keep_kernels=False)
+    first = stateful()
+    set_random_seed(3, keep_kernels=False)
+    assert stateful() == first
+
+
+def test_only_keras_own_layers_keep_kernels_across_reseeds():
+    import keras
+
+    from miha_engine.models import configure_tensorflow, uses_only_keras_layers
+
+    configure_tensorflow()
+    assert os.environ["MIHA_TF_THREADS"].isdigit()  # what this process's children will use
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.1)])
+    with_lambda = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2), keras.layers.Dense(3)])
+    assert uses_only_keras_layers(plain) and not uses_only_keras_layers(with_lambda)
