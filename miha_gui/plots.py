@@ -202,7 +202,7 @@ class FitnessPlot(_Base):
     """Every member's fitness per cycle; the winner is a star.  Hover a point for its mutation."""
 
     def __init__(self):
-        super().__init__("Fitness per cycle (★ = chosen)", "cycle", "fitness (higher is better)")
+        super().__init__("Fitness (★ = chosen)", "cycle", "fitness (higher is better)")
         self.plotItem.legend.hide()
         self.scatter = pg.ScatterPlotItem(size=11, hoverable=True, hoverSize=15, tip=self._tip)
         self.addItem(self.scatter)
