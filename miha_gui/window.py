@@ -439,18 +439,22 @@ class MainWindow(QMainWindow):
     @Slot()
     def _refresh_part(self, part: int = 0) -> None:
         st = self.state
-        if part == 0:
-            self.browser.state = st
-            self.loss_plot.refresh(st)
-            self._refresh_progress()
-        elif part == 1:
-            self.fitness_plot.refresh(st)
-            self.table.refresh(st)
-        else:
-            self.genes_plot.refresh(st)
-            self._refresh_views()
-            self._refreshing = False
-            return
+        try:
+            if part == 0:
+                self.browser.state = st
+                self.loss_plot.refresh(st)
+                self._refresh_progress()
+            elif part == 1:
+                self.fitness_plot.refresh(st)
+                self.table.refresh(st)
+            else:
+                self.genes_plot.refresh(st)
+                self._refresh_views()
+                self._refreshing = False
+                return
+        except Exception:
+            self._refreshing = False  # a failed part must not stop every later refresh
+            raise
         QTimer.singleShot(self._STAGGER_MS, self, lambda: self._refresh_part(part + 1))  # dropped if closed
 
     def _refresh(self) -> None:

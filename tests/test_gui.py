@@ -529,3 +529,20 @@ def test_an_elided_label_keeps_its_whole_text_and_never_asks_for_its_width(qtbot
     assert label.minimumSizeHint().width() < 50
     label.resize(4000, 20)
     assert QLabel.text(label) == text  # wide enough: nothing cut
+
+
+def test_a_failing_refresh_part_does_not_stop_later_refreshes(win, monkeypatch):
+    def broken(st):
+        raise RuntimeError("a plot failed")
+
+    monkeypatch.setattr(win.fitness_plot, "refresh", broken)
+    win._dirty = True
+    win._refresh_if_dirty()  # part 0 now; part 1 is queued
+    assert win._refreshing
+    with pytest.raises(RuntimeError):
+        win._refresh_part(1)
+    assert not win._refreshing
+    monkeypatch.undo()
+    win._dirty = True
+    win._refresh_if_dirty()  # a new chain starts
+    assert win._refreshing and not win._dirty
