@@ -133,8 +133,6 @@ class KerasBackend:
         from .training import Trainer
 
         self.device = mdl.configure_tensorflow()
-        import keras
-
         self.startup_log = mdl.startup_log()
         self.model = model
         self.config = config
@@ -142,14 +140,15 @@ class KerasBackend:
         self.spec = mdl.compile_spec(model, config)
         self.choices, self.layer_notes = mdl.activation_choices(model, self.spec, config, data.y)
         if search_context:
+            import keras
+
             self.choices = {p: tuple(a) for p, a in search_context.get("choices", {}).items()}
             template = search_context.get("optimizer_template")
             self.spec.optimizer_template = keras.saving.deserialize_keras_object(template) if template else None
         self.trainer = Trainer(data, config, cancel, config.seed)
         # one sample: a new pooled model builds its compiled loss and metrics eagerly with it
-        sample = (keras.tree.map_structure(lambda a: a[:1], data.x), keras.tree.map_structure(lambda a: a[:1], data.y))
         self.pool = mdl.ModelPool(model, self.spec, self.trainer.steps_per_execution(), self.trainer.jit(model),
-                                  sample=sample)
+                                  sample=(data.x[:1], data.y[:1]))
         self.main = None  # the pooled model that holds the main line now
         # a model of Keras' own layers draws only seeded, stateless randomness: reseeding may keep
         # TensorFlow's kernels (see models.set_random_seed)

@@ -436,38 +436,37 @@ class MainWindow(QMainWindow):
     # three plots repainted in one go held the GUI thread for 30-40 ms on 2 busy cores.
     _STAGGER_MS = 25
 
-    @Slot()
     def _refresh_part(self, part: int = 0) -> None:
-        st = self.state
         try:
-            if part == 0:
-                self.browser.state = st
-                self.loss_plot.refresh(st)
-                self._refresh_progress()
-            elif part == 1:
-                self.fitness_plot.refresh(st)
-                self.table.refresh(st)
-            else:
-                self.genes_plot.refresh(st)
-                self._refresh_views()
-                self._refreshing = False
-                return
+            self._draw(part)
         except Exception:
             self._refreshing = False  # a failed part must not stop every later refresh
             raise
-        QTimer.singleShot(self._STAGGER_MS, self, lambda: self._refresh_part(part + 1))  # dropped if closed
+        if part < 2:
+            QTimer.singleShot(self._STAGGER_MS, self, lambda: self._refresh_part(part + 1))  # dropped if closed
+        else:
+            self._refreshing = False
+
+    def _draw(self, part: int) -> None:
+        """One part of the picture: 0 the loss plot and progress, 1 the fitness plot and table,
+        2 the genes plot and the shown tab."""
+        st = self.state
+        if part == 0:
+            self.browser.state = st
+            self.loss_plot.refresh(st)
+            self._refresh_progress()
+        elif part == 1:
+            self.fitness_plot.refresh(st)
+            self.table.refresh(st)
+        else:
+            self.genes_plot.refresh(st)
+            self._refresh_views()
 
     def _refresh(self) -> None:
         """Everything at once (after a run, on opening a folder, and in tests)."""
         self._dirty = False
-        st = self.state
-        self.browser.state = st
-        self.loss_plot.refresh(st)
-        self.fitness_plot.refresh(st)
-        self.genes_plot.refresh(st)
-        self.table.refresh(st)
-        self._refresh_views()
-        self._refresh_progress()
+        for part in range(3):
+            self._draw(part)
 
     def _refresh_progress(self) -> None:
         st = self.state
