@@ -472,11 +472,21 @@ class SetupPanel(QWidget):
         """Epochs × samples × seconds per sample, measured by the last run, else a FLOP guess."""
         if self.dataset is None or self.model_info is None:
             return None
-        samples = self.dataset.n_train * (0.9 if not self.dataset.has_validation else 1.0)
-        per = self.seconds_per_sample
-        if per is None:
-            per = 6.0 * self.model_info.params / 3e10 + 2e-5  # ~30 GFLOP/s effective, plus overhead
+        samples = self._train_samples()
+        if self.seconds_per_sample is not None:  # measured: it holds the run's own overheads already
+            return epochs * samples * self.seconds_per_sample
+        per = 6.0 * self.model_info.params / 3e10 + 2e-5  # ~30 GFLOP/s effective, plus overhead
         return epochs * samples * per + 0.3 * epochs
+
+    def _train_samples(self) -> float:
+        return self.dataset.n_train * (0.9 if not self.dataset.has_validation else 1.0)
+
+    def learn_speed(self, seconds_per_epoch: float) -> None:
+        """What a finished (or stopped) run measured: later estimates use it, the shown one at once."""
+        if self.dataset is None:
+            return
+        self.seconds_per_sample = seconds_per_epoch / max(1.0, self._train_samples())
+        self._update_totals()
 
     # -- where members train ------------------------------------------------------------------
     def _build_population_group(self) -> QGroupBox:

@@ -401,7 +401,10 @@ class MainWindow(QMainWindow):
             thread.deleteLater()
         self._refresh()
         if self.state.epochs_done and self.state.seconds_done and self.panel.dataset is not None:
-            self.panel.seconds_per_sample = self.state.seconds_done / self.state.epochs_done / max(1, self.panel.dataset.n_train)
+            # the whole run's time (archives, evaluations included) when it finished, else its epochs'
+            spent = self.state.wall_seconds if self.state.status == "finished" and self.state.wall_seconds \
+                else self.state.seconds_done
+            self.panel.learn_speed(spent / self.state.epochs_done)
         if self.run_dir is not None and self.run_dir.is_dir() and self.state.main_steps:
             try:
                 self.loss_plot.export(self.run_dir / "learning_history.png")

@@ -64,6 +64,9 @@ def test_full_run_draws_everything_and_reopens_identically(qtbot, win, files, tm
     assert win.stop_action.isEnabled() and not win.run_action.isEnabled()
     _wait_done(qtbot, win)
     assert win.last_error == "" and win.last_result.status == "finished"
+    # the estimate learns from the run: the same settings are estimated at the run's own wall time
+    assert win.panel.estimate_seconds(16) == pytest.approx(win.state.wall_seconds, rel=1e-6)
+    assert f"Estimated time: {window_module.format_duration(win.state.wall_seconds)}" in win.panel.total_label.text()
     win._refresh()
     lineage = 2 * 1 + 2 * (2 + 1)
     assert win.loss_plot.main_point_count() == lineage
