@@ -400,7 +400,7 @@ def run_keras_tuner(task: Task, seed: int, budget: int, trial_epochs: int, kind:
 #: One change of the second wave switched off per variant (``miha``: every change on, the defaults).
 VARIANTS: dict[str, dict[str, Any]] = {
     "miha": {},
-    "first_wave": {"control_member": False, "selection": "fittest", "fitness": "log_slope_l1",
+    "first_wave": {"control_member": False, "selection": "fittest", "fitness": "log_slope_l1", "fitness_metric": "loss",
                    "explore_on_plateau": False, "final_anneal": 1.0,
                    "kinds": ("optimizer", "activation", "batch_size", "learning_rate")},
     "fittest": {"selection": "fittest"},
@@ -410,6 +410,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_new_genes": {"kinds": ("optimizer", "activation", "batch_size", "learning_rate")},
     "no_anneal": {"final_anneal": 1.0},
     "acc_fitness": {"fitness_metric": "accuracy"},  # classification tasks only
+    "soup": {"soup": True},
+    "loss_fitness": {"fitness_metric": "loss"},  # the raw validation loss instead of the calibrated one
 }
 
 
@@ -512,7 +514,7 @@ def article_main(args) -> None:
                 path = out / f"article-{name}-{tag}-s{seed}.json"
                 if path.exists() and not args.again:
                     continue
-                if VARIANTS.get(system, {}).get("fitness_metric") == "accuracy" and not task.higher_is_better:
+                if VARIANTS.get(system, {}).get("fitness_metric", "loss") != "loss" and not task.higher_is_better:
                     continue
                 t0 = time.perf_counter()
                 if system == "plain":

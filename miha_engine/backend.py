@@ -90,6 +90,16 @@ class Backend(Protocol):
     def pop_notes(self) -> list[str]: ...
 
 
+def auto_fitness_metric(task: str, data: Dataset, config: RunConfig) -> str:
+    """What fitness_metric "auto" scores: a classifier with a validation split, its calibrated
+    validation loss (it follows accuracy once the model overfits, where the raw loss follows
+    over-confidence; see miha_engine.calibration); anything else, its loss."""
+    from .calibration import CALIBRATED, CLASSIFICATION
+
+    has_validation = data.has_validation or bool(config.validation_split)
+    return CALIBRATED if task in CLASSIFICATION and has_validation else "loss"
+
+
 class _LiveMember:
     """A member trained in this process: its pooled model, valid until the next member is asked for."""
 
@@ -135,9 +145,11 @@ class KerasBackend:
         self.device = mdl.configure_tensorflow()
         self.startup_log = mdl.startup_log()
         self.model = model
-        self.config = config
         self.data = data
         self.spec = mdl.compile_spec(model, config)
+        if config.fitness_metric == "auto":
+            config = config.replace(fitness_metric=auto_fitness_metric(self.spec.task, data, config))
+        self.config = config
         self.choices, self.layer_notes = mdl.activation_choices(model, self.spec, config, data.y)
         if search_context:
             import keras
@@ -145,7 +157,10 @@ class KerasBackend:
             self.choices = {p: tuple(a) for p, a in search_context.get("choices", {}).items()}
             template = search_context.get("optimizer_template")
             self.spec.optimizer_template = keras.saving.deserialize_keras_object(template) if template else None
-        self.trainer = Trainer(data, config, cancel, config.seed)
+        from .calibration import CALIBRATED
+
+        calibration = (self.spec.task, self.spec.from_logits) if config.fitness_metric == CALIBRATED else None
+        self.trainer = Trainer(data, config, cancel, config.seed, calibration=calibration)
         # one sample: a new pooled model builds its compiled loss and metrics eagerly with it
         self.pool = mdl.ModelPool(model, self.spec, self.trainer.steps_per_execution(), self.trainer.jit(model),
                                   sample=(data.x[:1], data.y[:1]))
@@ -171,7 +186,19 @@ class KerasBackend:
         spec = mdl.compile_spec(model, config)
         info = mdl.summarize(model)
         validate(data, info.input_shape, info.output_shape, spec.task)
-        if config.fitness_metric != "loss":
+        from .calibration import CALIBRATED, CLASSIFICATION
+
+        if config.fitness_metric == "auto":
+            pass  # resolved in __init__ (see auto_fitness_metric)
+        elif config.fitness_metric == CALIBRATED:
+            if spec.task not in CLASSIFICATION:
+                raise InputError(f"fitness_metric {CALIBRATED!r} scores a classifier's cross-entropy after "
+                                 f"temperature scaling; this model's loss ({mdl.loss_name(spec.loss)}) is not a "
+                                 "cross-entropy. Use loss, or a compiled metric")
+            if not data.has_validation and not config.validation_split:
+                raise InputError(f"fitness_metric {CALIBRATED!r} needs a validation split; give validation "
+                                 "data or a validation_split above 0")
+        elif config.fitness_metric != "loss":
             names = [mdl._metric_name(m) for m in spec.metrics]
             if config.fitness_metric not in names:
                 raise InputError(f"fitness_metric {config.fitness_metric!r} is not one of the model's compiled "

@@ -240,6 +240,11 @@ class RunConfig:
             values and two-gene moves.
         fitness: "log_slope" (default) or "original" (first - 2*last).
         fitness_slope_weight: weight of the decrease term in "log_slope".
+        fitness_metric: what fitness and model_best score: "auto" (the default: "calibrated_loss" for
+            a classifier with a validation split, else "loss"), "loss", "calibrated_loss" (see
+            ``miha_engine.calibration``) or a compiled metric such as "accuracy".
+        soup: after selection, average the winner's weights with other members' when that lowers
+            the validation score (a greedy soup; off by default, see docs/architecture.md).
         validation_split: fraction of the training data held out when no x_val is given.
         drop_intermediate: delete the intermediate archives at the end (keep model_final and logs).
         steps_per_execution: batches per compiled call ("auto" or an int).
@@ -281,13 +286,18 @@ class RunConfig:
     explore_on_plateau: bool = option(True, flags={"--explore": True, "--no-explore": False},
                                       help="when every member ties with the control, the next population draws "
                                       "fresh values and two-gene moves")
+    soup: bool = option(False, flags={"--soup": True, "--no-soup": False},
+                        help="after selection, average the winner's weights with other members' (same "
+                        "activations) when that lowers the validation score: a greedy soup")
     fitness: str = option("log_slope", choices=FITNESS_FORMULAS, help="the fitness formula")
     final_anneal: float = option(0.01, bounds=(0.0, 1.0),
                                  help="the final phase anneals the learning rate along a cosine, from the "
                                  "lineage's rate down to this fraction of it; 1 keeps it constant")
     fitness_slope_weight: float = option(1.0, help="weight of the loss's fall in the log_slope fitness")
-    fitness_metric: str = option("loss", help="what fitness and model_best score: the loss, or a compiled metric "
-                                 "such as accuracy (its direction is known: accuracy scores its error 1 - accuracy)")
+    fitness_metric: str = option("auto", help="what fitness and model_best score: auto (calibrated_loss for a "
+                                 "classifier, else loss); the loss; calibrated_loss (a classifier's validation cross-entropy after temperature scaling, which follows "
+                                 "accuracy once the model overfits); or a compiled metric such as accuracy (its "
+                                 "direction is known: accuracy scores its error 1 - accuracy)")
     validation_split: float = option(0.1, help="fraction of the training data held out when the dataset has "
                                      "no validation split")
     drop_intermediate: bool = option(False, help="delete the intermediate archives at the end (keep "
@@ -324,7 +334,7 @@ class RunConfig:
         if isinstance(self.search, dict):
             object.__setattr__(self, "search", SearchSpace.from_dict(self.search))
         _check(isinstance(self.search, SearchSpace), f"search must be a table of options, got {self.search!r}")
-        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard", "explore_on_plateau"):
+        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard", "explore_on_plateau", "soup"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                f"seed must be a whole number >= 0, got {self.seed!r}")
@@ -334,8 +344,9 @@ class RunConfig:
         _check(_number(self.fitness_slope_weight) and self.fitness_slope_weight >= 0,
                f"fitness_slope_weight must be a number >= 0, got {self.fitness_slope_weight!r}")
         _check(isinstance(self.fitness_metric, str) and self.fitness_metric.strip() != "",
-               f"fitness_metric must be 'loss' or the name of a compiled metric, got {self.fitness_metric!r}")
-        if self.fitness_metric != "loss":
+               f"fitness_metric must be auto, loss, calibrated_loss or the name of a compiled metric, "
+               f"got {self.fitness_metric!r}")
+        if self.fitness_metric not in ("loss", "auto"):
             from .fitness import metric_direction
 
             _check(metric_direction(self.fitness_metric) is not None,

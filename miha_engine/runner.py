@@ -462,6 +462,7 @@ class _Loop:
         control_snap: Snapshot | None = None
         last_val: dict[int, float] = {}
         lengths: dict[int, int] = {}
+        kept: dict[int, Snapshot] = {}  # with cfg.soup: every finite member's state, for the soup
         for out in self.evaluator.members(parent, jobs, _MemberEvents(self, cycle, self.step)):
             i, change = out.job.index, out.job.change
             curves[i] = self._curve(out.losses, out.val_losses, out.metrics)
@@ -484,9 +485,12 @@ class _Loop:
                 best = sorted([*best, (score, i, out.snapshot())], key=lambda t: rank_key(t[0], t[1]))[:2]
             if i == 0 and self._has_control() and math.isfinite(score):
                 control_snap = next((t[2] for t in best if t[1] == 0), None) or out.snapshot()
+            if cfg.soup and math.isfinite(score) and curves[i] and math.isfinite(curves[i][-1]):
+                kept[i] = next((t[2] for t in best if t[1] == i), None) or out.snapshot()
         backend.reseed(main_line_seed(cfg.seed, cycle))
 
         weights, child = None, None
+        merged: tuple[str, float | None] | None = None  # (description, score) of a state no member had
         rule, margin, plateau = "fittest", None, False
         if not best:
             decision = "every member diverged: the model from before the population is kept"
@@ -519,6 +523,14 @@ class _Loop:
                     rule != "noise" or (best[1][1] != 0 and scores[best[1][1]] - scores[0] > (margin or 0.0))):
                 decision, chosen, weights, child = self._crossover(ancestor, best, last_val, decision)
             self.step += lengths[winner]  # the winner's n epochs join the lineage
+            if cfg.soup and child is None and weights is None and len(kept) > 1 and winner in kept:
+                soup, soup_score, ingredients = self._soup(winner, kept, curves)
+                if soup is not None:
+                    weights = soup
+                    merged = (f"cycle {cycle}: soup of members {', '.join(map(str, ingredients))}", soup_score)
+                    decision += (f"; soup: the weights of members {', '.join(map(str, ingredients))} averaged "
+                                 f"({self._score_name()} {soup_score:.4g} < member {winner}'s "
+                                 f"{curves[winner][-1]:.4g})")
             if child is None and weights is None:  # the lineage's state is the winner's, as archived
                 member = folder.member_path(cycle, winner)
                 self._check_best(curves[winner][-1] if curves.get(winner) else None,
@@ -526,9 +538,11 @@ class _Loop:
         self.genes = chosen.genes
         backend.set_main(chosen, self.genes, weights=weights)
         if child is not None:
-            self._save(backend.save_main, folder.child_path(cycle),
-                       f"cycle {cycle}: crossover of members {child[0]} and {child[1]}")
-        del best, parent
+            merged = (f"cycle {cycle}: crossover of members {child[0]} and {child[1]}", None)
+        if merged is not None:
+            self._save(backend.save_main, folder.child_path(cycle), merged[0])
+            self._check_best(merged[1], backend.save_main)
+        del best, parent, kept
         self.emit(ev.CycleDone(cycle=cycle, winner=winner, fitnesses=[s if math.isfinite(s) else None for s in scores],
                                decision=decision, genes=self.genes.to_dict(), rule=rule, margin=margin,
                                plateau=plateau))
@@ -550,6 +564,28 @@ class _Loop:
                       "fresh process to give TensorFlow's memory back, and resumes from this checkpoint")
             raise RecycleRequested(folder.root, cycle, built)
 
+    def _soup(self, winner: int, kept: dict[int, Snapshot], curves: dict[int, list[float]]):
+        """A greedy soup (Wortsman et al., 2022): from the winner's weights, add each other member
+        with the same activations, best score first, to the average when that lowers the validation
+        score.  Members share the parent, so their average stays in its basin.  Returns (weights,
+        score, ingredients), or (None, None, [winner]) when no member improves the winner."""
+        backend, base = self.backend, kept[winner]
+        order = sorted((j for j in kept if j != winner and kept[j].genes.activations == base.genes.activations),
+                       key=lambda j: (curves[j][-1], j))
+        ingredients, total = [winner], [np.asarray(w, dtype=np.float64) for w in base.weights]
+        score, weights = curves[winner][-1], None
+        for j in order:
+            trial = [t + np.asarray(w, dtype=np.float64) for t, w in zip(total, kept[j].weights)]
+            mean = [(t / (len(ingredients) + 1)).astype(w.dtype) for t, w in zip(trial, base.weights)]
+            value = self._curve_value(backend.holdout_loss(base, base.genes, mean, metric=self.config.fitness_metric))
+            if math.isfinite(value) and value < score:
+                ingredients, total, score, weights = [*ingredients, j], trial, value, mean
+        return weights, score, sorted(ingredients)
+
+    def _curve_value(self, value: float) -> float:
+        """A holdout value as the fitness curve scores it (lower is better)."""
+        return self._curve([value], [value], {self._score_name(): [value]})[0]
+
     def _margin(self, control: list[float], anchor: float | None) -> tuple[float, float]:
         """(margin in fitness units, epoch-to-epoch noise in log-loss) from the control's curve (from
         the parent's loss) and the lineage's last epochs: what a mutant must beat the control by."""
@@ -569,8 +605,7 @@ class _Loop:
         """L0: the parent's score at the fork, the same for every member (see miha_engine.fitness)."""
         cfg = self.config
         if self.backend.data.has_validation:
-            value = self.backend.holdout_loss(parent.snapshot, genes, metric=cfg.fitness_metric)
-            return self._curve([value], [value], {self._score_name(): [value]})[0]
+            return self._curve_value(self.backend.holdout_loss(parent.snapshot, genes, metric=cfg.fitness_metric))
         if not self.state.main_losses:
             return None
         last = self.state.main_metrics[-1] if self.state.main_metrics else {}
@@ -741,11 +776,22 @@ def run(
 
             preflight(config)
         backend = KerasBackend.prepare(model, dataset, config, cancel)
+    config = resolved_fitness_metric(config, backend)
     folder = RunFolder(run_dir or default_run_dir())
     folder.create()
     with folder.lock():
         return _start_run(folder, backend, config, listeners, cancel, source_path, data_source, target, unsafe_model,
                           edits)
+
+
+def resolved_fitness_metric(config: RunConfig, backend: Backend) -> RunConfig:
+    """``config`` with fitness_metric "auto" replaced by what the backend chose for its model (the
+    calibrated loss for a classifier, else the loss): run.json records the choice, so a resume, a
+    recycled process and a Ray worker score exactly as the run began."""
+    if config.fitness_metric != "auto":
+        return config
+    chosen = getattr(getattr(backend, "config", None), "fitness_metric", "auto")
+    return config.replace(fitness_metric=chosen if chosen != "auto" else "loss")
 
 
 def _start_run(folder: RunFolder, backend: Backend, config: RunConfig, listeners, cancel: CancelToken,
@@ -948,6 +994,7 @@ def fork(
             preflight(config)
         model = mdl.load_model(src, unsafe=bool(pinfo.get("unsafe_model")))
         backend = KerasBackend.prepare(model, dataset, config, cancel, pinfo.get("search_context"))
+    config = resolved_fitness_metric(config, backend)
     folder = RunFolder(new_run_dir or default_run_dir(parent.root.parent))
     folder.create()
     with folder.lock():

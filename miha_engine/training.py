@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .calibration import CALIBRATED, temperature_nll
 from .config import RunConfig
 from .data import Dataset
 from .errors import Cancelled
@@ -58,7 +59,8 @@ class FitResult:
 class Trainer:
     """Trains models on one dataset with the run's execution settings."""
 
-    def __init__(self, data: Dataset, config: RunConfig, cancel: CancelToken, seed: int):
+    def __init__(self, data: Dataset, config: RunConfig, cancel: CancelToken, seed: int,
+                 calibration: tuple[str, bool] | None = None):
         import tensorflow as tf
 
         self._tf = tf
@@ -78,6 +80,8 @@ class Trainer:
         self.notes: list[str] = []
         #: the compiled metrics of the epoch that ended last (read by an epoch callback)
         self.last_metrics: dict[str, float] = {}
+        #: (task, from_logits) when every epoch also logs val_calibrated_loss (see miha_engine.calibration)
+        self.calibration = calibration if data.has_validation else None
 
     # -- execution settings ------------------------------------------------------------------
     def steps_per_execution(self, batch_size: int | None = None) -> int:
@@ -171,7 +175,9 @@ class Trainer:
                     self.model.stop_training = True
 
             def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
+                logs = dict(logs or {})
+                if trainer.calibration is not None and not state["diverged"]:
+                    logs["val_" + CALIBRATED] = trainer.calibrated_val_loss(self.model)
                 loss = float(logs.get("loss", float("nan")))
                 val = logs.get("val_loss")
                 val = None if val is None else float(val)
@@ -216,10 +222,27 @@ class Trainer:
         out = model.evaluate(x, y, batch_size=max(256, self.config.batch_size or 32), verbose=0, return_dict=True)
         return {k: float(v) for k, v in out.items()}
 
+    def calibrated_val_loss(self, model) -> float:
+        """The validation cross-entropy after temperature scaling (see miha_engine.calibration).  The
+        forward pass runs eagerly, in batches: no traced predict function per pooled model."""
+        import keras
+
+        if self.calibration is None:
+            return float("nan")
+        x, y = self.data.x_val, self.data.y_val
+        size = max(256, self.config.batch_size or 32)
+        out = np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + size], training=False))
+                              for i in range(0, len(x), size)])
+        if not np.all(np.isfinite(out)):
+            return float("nan")
+        return temperature_nll(out, y, *self.calibration)[0]
+
     def validation_loss(self, model, metric: str = "loss") -> float:
-        """The loss (or a compiled metric) on the validation split; NaN without one."""
+        """The loss (or a compiled metric, or the calibrated loss) on the validation split; NaN without one."""
         if self._val is None:
             return float("nan")
+        if metric == CALIBRATED:
+            return self.calibrated_val_loss(model)
         out = model.evaluate(self._val, verbose=0, return_dict=True)
         return float(out.get(metric, float("nan")))
 

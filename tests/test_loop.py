@@ -269,3 +269,33 @@ def test_the_final_phase_anneals_the_learning_rate_unless_told_not_to(tmp_path):
     assert any(isinstance(e, ev.Note) and e.message.startswith("final phase: the learning rate anneals") for e in events)
     _, _, constant = _run(tmp_path, CFG.replace(runup_epochs=4, cycles=1, final_anneal=1.0), name="constant")
     assert constant.lr_schedules[-1] is None
+
+
+def test_a_soup_averages_members_only_when_that_lowers_the_validation_loss(tmp_path):
+    # the noise rule keeps the control (0.49); members 1 and 2 end lower but only within the noise.
+    # The fake's validation loss is linear in its one weight, so averaging the control with member 2
+    # (0.482) lowers it, while adding member 3 (0.488, worse than the running mean) does not.
+    script = {(1, 0): [0.50, 0.46, 0.49], (1, 1): [0.50, 0.47, 0.485], (1, 2): [0.49, 0.47, 0.482],
+              (1, 3): [0.52, 0.48, 0.488]}
+    cfg = NOISY.replace(soup=True, cycles=1, fixing_epochs=0, explore_on_plateau=False)
+    res, events, backend = _run(tmp_path, cfg, script=script)
+    done = [e for e in events if isinstance(e, ev.CycleDone)][0]
+    assert done.winner == 0 and "soup: the weights of members 0, 1, 2 averaged" in done.decision, done.decision
+    distance = [v / FakeBackend.val_factor - FakeBackend.floor for v in (0.49, 0.485, 0.482)]
+    root = tmp_path / "run"
+    saved = json.loads((root / "population" / "1_child_model.keras").read_text())
+    assert saved["distance"] == pytest.approx(sum(distance) / 3)
+    # the lineage continues from the soup: model_1 (no fixing epochs) is the soup, and model_best too
+    assert json.loads((root / "model" / "model_1.keras").read_text())["distance"] == pytest.approx(sum(distance) / 3)
+    assert json.loads((root / "model" / "model_best.keras").read_text())["distance"] <= saved["distance"] + 1e-12
+    # without the soup the control's own state continues
+    plain, _, _ = _run(tmp_path, cfg.replace(soup=False), name="plain", script=script)
+    assert "soup" not in plain.population["1"]["_cycle"]["decision"]
+    assert not (tmp_path / "plain" / "population" / "1_child_model.keras").exists()
+
+
+def test_no_soup_when_every_other_member_is_worse_than_the_winner(tmp_path):
+    script = {(1, 0): [0.9, 0.2, 0.1], (1, 1): [2.0, 1.9, 1.8], (1, 2): [3.0, 2.9, 2.8], (1, 3): [4.0, 3.9, 3.8]}
+    res, _, _ = _run(tmp_path, CFG.replace(soup=True, cycles=1), script=script)
+    decision = _decisions(res)[1]["decision"]
+    assert decision.startswith("selection: member 0") and "soup" not in decision
