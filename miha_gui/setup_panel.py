@@ -66,10 +66,13 @@ KIND_TIPS = {"weight_decay": "The optimizer's decoupled weight decay: a member m
              "dropout": "The rate of each Dropout layer the model has (no new traced step: cheap)",
              "label_smoothing": "The loss's label smoothing, where the loss takes it (categorical or binary "
                                 "cross-entropy; not sparse)"}
+#: what members can be scored by (label, fitness_metric); a loaded configuration's other metric is added
+FITNESS_METRICS = (("auto: calibrated loss for a classifier, else loss", "auto"), ("validation loss", "loss"),
+                   ("calibrated validation loss", "calibrated_loss"), ("validation accuracy", "accuracy"))
 #: search-space and selection settings the panel does not show: kept as applied, so a configuration
 #: loaded into the panel comes back out unchanged
 _SPACE_KEPT = ("lr_factors", "weight_decay_range", "dropout_range", "label_smoothing_range")
-_CONFIG_KEPT = ("fitness", "fitness_slope_weight", "fitness_metric", "final_anneal", "recycle_after",
+_CONFIG_KEPT = ("fitness", "fitness_slope_weight", "final_anneal", "recycle_after",
                 "crossover_weights", "validation_split", "tensorboard")
 
 
@@ -278,10 +281,24 @@ class SetupPanel(QWidget):
         self.explore = QCheckBox("Explore harder after a plateau")
         self.explore.setToolTip(_meta(RunConfig, "explore_on_plateau")["help"])
         self.explore.setChecked(RunConfig.options()["explore_on_plateau"].default)
+        self.soup = QCheckBox("Soup: average in members that lower the validation score")
+        self.soup.setToolTip(_meta(RunConfig, "soup")["help"] + " (off by default: it did not pay on the "
+                             "benchmark's tasks)")
+        self.soup.setChecked(RunConfig.options()["soup"].default)
         self.control.toggled.connect(self._update_enabled)
         self.noise_rule.toggled.connect(self._update_enabled)  # a plateau is a tie within the noise margin
-        for w in (self.control, self.noise_rule, self.explore):
+        for w in (self.control, self.noise_rule, self.explore, self.soup):
             sl.addWidget(w)
+        score = QHBoxLayout()
+        score.addWidget(QLabel("Score members by:"))
+        self.fitness_metric = QComboBox()
+        for label, value in FITNESS_METRICS:
+            self.fitness_metric.addItem(label, value)
+        self.fitness_metric.setCurrentIndex(self.fitness_metric.findData(RunConfig.options()["fitness_metric"].default))
+        self.fitness_metric.setToolTip(_meta(RunConfig, "fitness_metric")["help"])
+        score.addWidget(self.fitness_metric)
+        score.addStretch(1)
+        sl.addLayout(score)
         outer.addWidget(search)
 
         # -- execution ---------------------------------------------------------------------
@@ -332,7 +349,8 @@ class SetupPanel(QWidget):
             group.setEnabled(not running)
         for key, widget in self.params.items():
             widget.setEnabled(not running or key in live)
-        for w in (self.batch, self.seed, self.control, self.noise_rule, self.explore, *self._selection_widgets):
+        for w in (self.batch, self.seed, self.control, self.noise_rule, self.explore, self.soup, self.fitness_metric,
+                  *self._selection_widgets):
             w.setEnabled(not running)
         for w in (*self.kind_boxes.values(), self.opt_group, self.act_group, self.bs_lo, self.bs_hi,
                   self.lr_lo, self.lr_hi):
@@ -615,6 +633,8 @@ class SetupPanel(QWidget):
             control_member=self.control.isChecked(),
             selection="noise" if self.noise_rule.isChecked() else "fittest",
             explore_on_plateau=self.explore.isChecked(),
+            soup=self.soup.isChecked(),
+            fitness_metric=self.fitness_metric.currentData(),
             **self._config_kept,
             drop_intermediate=not self.keep.isChecked(),
             steps_per_execution=self.spe.value() or "auto",
@@ -644,6 +664,10 @@ class SetupPanel(QWidget):
         self.control.setChecked(cfg.control_member)
         self.noise_rule.setChecked(cfg.selection == "noise")
         self.explore.setChecked(cfg.explore_on_plateau)
+        self.soup.setChecked(cfg.soup)
+        if self.fitness_metric.findData(cfg.fitness_metric) < 0:
+            self.fitness_metric.addItem(cfg.fitness_metric, cfg.fitness_metric)
+        self.fitness_metric.setCurrentIndex(self.fitness_metric.findData(cfg.fitness_metric))
         self._space_kept = {k: getattr(cfg.search, k) for k in _SPACE_KEPT}
         self._config_kept = {k: getattr(cfg, k) for k in _CONFIG_KEPT}
         self.keep.setChecked(not cfg.drop_intermediate)

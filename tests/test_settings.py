@@ -112,3 +112,11 @@ def test_the_panel_gives_back_a_configuration_it_was_given_and_wires_the_selecti
     panel.control.setChecked(False)
     assert not panel.noise_rule.isEnabled() and not panel.explore.isEnabled()
     assert panel.config().control_member is False
+    # what members are scored by, and the soup, are chosen in the panel; a metric it does not list
+    # (a loaded configuration's) is added, so it comes back out
+    assert panel.config().fitness_metric == "auto" and panel.fitness_metric.currentData() == "auto"
+    panel.fitness_metric.setCurrentIndex(panel.fitness_metric.findData("loss"))
+    panel.soup.setChecked(True)
+    assert (panel.config().fitness_metric, panel.config().soup) == ("loss", True)
+    panel.apply_config(RunConfig(fitness_metric="auc", soup=False))
+    assert (panel.config().fitness_metric, panel.config().soup) == ("auc", False)
