@@ -237,6 +237,42 @@ class RunFolder:
     def child_path(self, cycle: int) -> Path:
         return self.population_dir / f"{cycle}_child_model.keras"
 
+    # model_best is written as a hidden pending archive named by its lineage step, and promoted to
+    # model_best.keras only when a checkpoint records that step (or the run finishes): a kill between
+    # the two leaves model_best.keras matching state.json, and the resume settles the pending file.
+    def pending_best_path(self, step: int) -> Path:
+        return self.model_dir / f".model_best.pending-{int(step)}.keras"
+
+    def pending_best(self) -> dict[int, Path]:
+        """The pending model_best archives, by lineage step."""
+        found: dict[int, Path] = {}
+        if self.model_dir.is_dir():
+            for p in self.model_dir.glob(".model_best.pending-*.keras"):
+                step = p.name.removeprefix(".model_best.pending-").removesuffix(".keras")
+                if step.isdigit():
+                    found[int(step)] = p
+        return found
+
+    def promote_best(self, pending: Path) -> Path:
+        """Rename a pending model_best archive over model_best.keras (atomic, durable)."""
+        target = self.model_path("best")
+        os.replace(pending, target)
+        _fsync_dir(target.parent)
+        return target
+
+    def settle_pending_best(self, step: int | None) -> bool:
+        """At a resume: promote the pending archive of the checkpoint's best ``step`` (a kill came
+        after the checkpoint was written and before the rename), delete every other one (states of
+        a path the resume trains again).  True when one was promoted."""
+        promoted = False
+        for at, path in sorted(self.pending_best().items()):
+            if step is not None and at == step:
+                self.promote_best(path)
+                promoted = True
+            else:
+                path.unlink(missing_ok=True)
+        return promoted
+
     def best_archive(self, which: str = "final") -> Path:
         """The archive an export writes: ``final`` (model_final), or ``best``: model_best (the
         lineage's state with the best validation score, checked at every lineage epoch); for a run

@@ -13,6 +13,7 @@ and at the end; a resume cuts all of them back in one place (the ``RunResumed`` 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import platform
@@ -202,6 +203,8 @@ class _Loop:
         self.pending_edits: dict[str, Any] = {}
         self.kept_edits: dict[str, Any] = {}
         self.best: dict[str, Any] = {"score": math.inf, "step": None}
+        #: (hidden archive, description) of a model_best state no checkpoint has recorded yet
+        self._pending_best: tuple[Path, str] | None = None
         self._collected_at = 0  # models evicted from the pool when garbage was last collected
 
     # -- events and records ------------------------------------------------------------------
@@ -234,6 +237,10 @@ class _Loop:
 
     def _save(self, write, path: Path, description: str) -> None:
         """``write(path)`` an archive (atomically, by the writer), then journal it."""
+        self._write(write, path)
+        self.emit(ev.ArchiveSaved(path=str(path.relative_to(self.folder.root)), description=description))
+
+    def _write(self, write, path: Path) -> None:
         try:
             write(path)
         except OSError as exc:
@@ -241,7 +248,6 @@ class _Loop:
                 f"cannot save {path.name} in {path.parent}: {exc.strerror or exc}. "
                 "Free some disk space (or choose another run folder), then 'miha resume' the run"
             ) from exc
-        self.emit(ev.ArchiveSaved(path=str(path.relative_to(self.folder.root)), description=description))
 
     def _save_main(self, name: str) -> Path:
         path = self.folder.model_path(name)
@@ -259,6 +265,17 @@ class _Loop:
             "elapsed_seconds": self.elapsed(),
             "best": self.best if self.best["step"] is not None else None,
         })
+        self._promote_best()
+
+    def _promote_best(self) -> None:
+        """model_best.keras becomes the pending best state, now that a checkpoint (or the run's end)
+        records its step; then it is journalled."""
+        if self._pending_best is None:
+            return
+        pending, description = self._pending_best
+        self._pending_best = None
+        best = self.folder.promote_best(pending)
+        self.emit(ev.ArchiveSaved(path=str(best.relative_to(self.folder.root)), description=description))
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, start: Checkpoint, how: str = "new") -> RunResult:
@@ -275,6 +292,7 @@ class _Loop:
     def _body(self, start: Checkpoint, how: str) -> RunResult:
         cfg, folder, backend = self.config, self.folder, self.backend
         self.genes, self.step = start.genes, start.step
+        folder.settle_pending_best(start.best.get("step") if start.best else None)
         if start.best and start.best.get("step") is not None and folder.model_path("best").exists():
             self.best = {"score": float(start.best["score"]), "step": int(start.best["step"])}
         if how == "resumed":  # the journal's picture (and so every view) is cut back to the checkpoint here
@@ -376,7 +394,11 @@ class _Loop:
             return
         name = self._score_name()
         shown = 1.0 - score if metric_direction(self.config.fitness_metric) == "higher" else score
-        self._save(write, self.folder.model_path("best"), f"best model: lineage epoch {self.step}, {name} {shown:.4g}")
+        pending = self.folder.pending_best_path(self.step)
+        self._write(write, pending)
+        if self._pending_best is not None and self._pending_best[0] != pending:
+            self._pending_best[0].unlink(missing_ok=True)  # superseded before any checkpoint saw it
+        self._pending_best = (pending, f"best model: lineage epoch {self.step}, {name} {shown:.4g}")
         self.best = {"score": float(score), "step": self.step, "of": name}
 
     def _totals(self, start: Checkpoint) -> tuple[int, int]:
@@ -644,6 +666,7 @@ class _Loop:
                       f"{schedule[-1]:.3g} over {len(schedule)} epochs")
         self._train_main("final", cfg.cycles + 1, cfg.runup_epochs, schedule)
         final = self._save_main("final")
+        self._promote_best()
         test = {"initial": initial_test, "final": self.backend.test_metrics()} if initial_test else {}
         best_path = folder.model_path("best")
         if self.best["step"] is not None and best_path.exists():
@@ -676,6 +699,18 @@ class _Loop:
                          self.state.population(), test, wall)
 
     def _guarded(self, body) -> RunResult:
+        try:
+            return self._handled(body)
+        finally:
+            # a stop or a failure resumes from the last checkpoint, whose model_best is promoted
+            # already: a newer best state belongs to epochs the resume trains again (a finished run
+            # and a recycle have promoted theirs)
+            if self._pending_best is not None:
+                with contextlib.suppress(OSError):
+                    self._pending_best[0].unlink(missing_ok=True)
+                self._pending_best = None
+
+    def _handled(self, body) -> RunResult:
         try:
             return body()
         except RecycleRequested:

@@ -157,7 +157,7 @@ class FakeBackend:
         gain = min(FAKE_ACTIVATION_GAIN.get(a, 0.5) for _, a in genes.activations) if genes.activations else 1.0
         return 1.0 - 0.5 * gain * math.exp(-off * off / 2) * min(1.0, 64 / genes.batch_size) ** 0.25
 
-    def _epochs(self, distance: float, genes, epochs: int, on_epoch, curve=None):
+    def _epochs(self, distance: float, genes, epochs: int, on_epoch, curve=None, main: bool = False):
         import math
 
         from .training import FitResult
@@ -176,6 +176,8 @@ class FakeBackend:
             val = loss * self.val_factor if math.isfinite(loss) else math.nan
             losses.append(loss)
             vals.append(val)
+            if main:  # the main line's state at its epoch's end, as a Keras callback sees it
+                self.distance = distance
             on_epoch(e, loss, val if self.data.has_validation else None, 0.0)
             if diverged:
                 losses += [math.nan] * (epochs - e - 1)
@@ -214,7 +216,7 @@ class FakeBackend:
     def train_main(self, genes, epochs: int, on_epoch, shuffle: int = 0, lr_schedule=None):
         self.genes = genes
         self.lr_schedules.append(list(lr_schedule) if lr_schedule is not None else None)
-        result, self.distance = self._epochs(self.distance, genes, epochs, on_epoch)
+        result, self.distance = self._epochs(self.distance, genes, epochs, on_epoch, main=True)
         return result
 
     def snapshot(self, genes):

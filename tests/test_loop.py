@@ -299,3 +299,41 @@ def test_no_soup_when_every_other_member_is_worse_than_the_winner(tmp_path):
     res, _, _ = _run(tmp_path, CFG.replace(soup=True, cycles=1), script=script)
     decision = _decisions(res)[1]["decision"]
     assert decision.startswith("selection: member 0") and "soup" not in decision
+
+
+def test_a_kill_between_a_new_best_and_its_checkpoint_leaves_model_best_matching_the_checkpoint(tmp_path):
+    # killed (no clean-up runs) right after cycle 2's decision: the chosen member's last epoch was a
+    # new best, but no checkpoint has recorded it yet
+    root = tmp_path / "run"
+    code = ("import os, sys, miha_engine as me; from miha_engine import events as ev; "
+            "from miha_engine.testing import FakeBackend; "
+            "cfg = me.RunConfig(runup_epochs=2, candidate_epochs=3, fixing_epochs=1, cycles=4, population_size=4, "
+            "seed=7, control_member=False, selection='fittest'); "
+            "kill = lambda e: isinstance(e, ev.CycleDone) and e.cycle == 2 and os._exit(9); "
+            f"me.run(None, None, cfg, run_dir={str(root)!r}, listeners=[kill], backend=FakeBackend(cfg))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 9, out.stderr
+    state = json.loads((root / "state.json").read_text())
+    assert state["completed_cycle"] == 1
+    best = json.loads((root / "model" / "model_best.keras").read_text())
+    # the fake's validation loss is (floor + distance) * 1.05: model_best holds the checkpoint's best state
+    assert (FakeBackend.floor + best["distance"]) * FakeBackend.val_factor == pytest.approx(state["best"]["score"])
+    assert list((root / "model").glob(".model_best.pending-*.keras"))  # the newer state waits, hidden
+    res = resume(root, backend=FakeBackend.for_resume(root))
+    assert res.status == "finished" and not list((root / "model").glob(".model_best.pending-*"))
+    info = json.loads((root / "run.json").read_text())
+    best = json.loads((root / "model" / "model_best.keras").read_text())
+    assert (FakeBackend.floor + best["distance"]) * FakeBackend.val_factor == pytest.approx(info["best_model"]["score"])
+
+
+def test_a_kill_after_the_checkpoint_and_before_the_rename_promotes_the_pending_best_at_resume(tmp_path):
+    folder = me.RunFolder(tmp_path / "run")
+    folder.model_dir.mkdir(parents=True)
+    folder.model_path("best").write_text("old")
+    folder.pending_best_path(7).write_text("seven")  # the checkpoint recorded step 7, then the kill
+    folder.pending_best_path(9).write_text("nine")  # a later state the resume trains again
+    assert folder.settle_pending_best(7)
+    assert folder.model_path("best").read_text() == "seven" and not folder.pending_best()
+    folder.pending_best_path(11).write_text("eleven")
+    assert not folder.settle_pending_best(7) and folder.model_path("best").read_text() == "seven"
+    assert not folder.pending_best()
