@@ -70,6 +70,22 @@ def test_weight_decay_and_dropout_change_training_without_a_new_traced_step(smal
     assert _train(backend, genes, parent)[0].losses == base.losses
 
 
+def test_switching_back_to_an_optimizer_seen_before_reuses_its_traced_step(small_digits):
+    # each optimizer kind traces once (its pooled model); switching between kinds already pooled
+    # traces nothing more, and trains exactly as before
+    backend = _backend(small_digits, _model())
+    adam = backend.initial_genes()
+    sgd = adam.replace(optimizer="sgd", learning_rate=0.01)
+    backend.start(adam)
+    parent = backend.snapshot(adam)
+    first = {g.optimizer: _train(backend, g, parent)[0].losses for g in (adam, sgd)}
+    models = {g.optimizer: backend.pool.get(g) for g in (adam, sgd)}
+    assert backend.pool.built == 2 and all(mdl.TRACES[id(m)] == 1 for m in models.values())
+    for g in (adam, sgd, adam, sgd):
+        assert _train(backend, g, parent)[0].losses == first[g.optimizer]
+    assert backend.pool.built == 2 and all(mdl.TRACES[id(m)] == 1 for m in models.values())
+
+
 def test_a_dropout_rate_set_through_the_variable_trains_like_a_model_compiled_with_it(small_digits):
     import keras
 
