@@ -411,10 +411,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_anneal": {"final_anneal": 1.0},
     "acc_fitness": {"fitness_metric": "accuracy"},  # classification tasks only
     "soup": {"soup": True},
-    "loss_fitness": {"fitness_metric": "loss"},
-    "lr_probe": {"lr_probe": True},
-    "lr_probe_anneal": {"lr_probe": True, "member_anneal": 0.1},
-    "member_anneal": {"member_anneal": 0.1},  # the raw validation loss instead of the calibrated one
+    "loss_fitness": {"fitness_metric": "loss"},  # the raw validation loss instead of the calibrated one
 }
 
 

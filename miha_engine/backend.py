@@ -304,14 +304,7 @@ class KerasBackend:
         keras_seed, shuffle = member_seeds(self.config.seed, cycle, index)
         self.reseed(keras_seed)
         mdl.reset_seed_generators(model, keras_seed)
-        schedule = None
-        if self.config.member_anneal < 1 and epochs >= 2:  # compared at an annealed state (RunConfig.member_anneal)
-            schedule = [genes.learning_rate] * (epochs - 1) + [genes.learning_rate * self.config.member_anneal]
-        try:
-            result = self._fit(model, genes, epochs, on_epoch, shuffle=shuffle, lr_schedule=schedule)
-        finally:
-            if schedule is not None:  # the member's archive and snapshot keep the genes' rate
-                model.optimizer.learning_rate = float(genes.learning_rate)
+        result = self._fit(model, genes, epochs, on_epoch, shuffle=shuffle)
         return result, _LiveMember(model, genes)
 
     def holdout_loss(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None,

@@ -243,7 +243,6 @@ class RunConfig:
         fitness_metric: what fitness and model_best score: "auto" (the default: "calibrated_loss" for
             a classifier with a validation split, else "loss"), "loss", "calibrated_loss" (see
             ``miha_engine.calibration``) or a compiled metric such as "accuracy".
-        lr_probe: the first two mutants of every population double and halve the learning rate.
         soup: after selection, average the winner's weights with other members' when that lowers
             the validation score (a greedy soup; off by default, see docs/architecture.md).
         validation_split: fraction of the training data held out when no x_val is given.
@@ -287,13 +286,6 @@ class RunConfig:
     explore_on_plateau: bool = option(True, flags={"--explore": True, "--no-explore": False},
                                       help="when every member ties with the control, the next population draws "
                                       "fresh values and two-gene moves")
-    member_anneal: float = option(1.0, bounds=(0.0, 1.0),
-                                  help="each member's last epoch trains at this fraction of its learning rate, "
-                                  "so members are compared at annealed states rather than at their rates' noise "
-                                  "floors (short horizons otherwise favour low rates); 1 turns it off")
-    lr_probe: bool = option(False, flags={"--lr-probe": True, "--no-lr-probe": False},
-                            help="the first two mutants of every population double and halve the learning "
-                            "rate (a line search each cycle), the others mutate as usual")
     soup: bool = option(False, flags={"--soup": True, "--no-soup": False},
                         help="after selection, average the winner's weights with other members' (same "
                         "activations) when that lowers the validation score: a greedy soup")
@@ -342,14 +334,11 @@ class RunConfig:
         if isinstance(self.search, dict):
             object.__setattr__(self, "search", SearchSpace.from_dict(self.search))
         _check(isinstance(self.search, SearchSpace), f"search must be a table of options, got {self.search!r}")
-        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard", "explore_on_plateau", "soup",
-                     "lr_probe"):
+        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard", "explore_on_plateau", "soup"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                f"seed must be a whole number >= 0, got {self.seed!r}")
         _check(_number(self.validation_split), f"validation_split must be a number in [0, 1), got {self.validation_split!r}")
-        _check(_number(self.member_anneal) and 0 < self.member_anneal <= 1,
-               f"member_anneal must be a fraction in (0, 1] (1: off), got {self.member_anneal!r}")
         _check(_number(self.final_anneal) and 0 < self.final_anneal <= 1,
                f"final_anneal must be a fraction in (0, 1] (1: no anneal), got {self.final_anneal!r}")
         _check(_number(self.fitness_slope_weight) and self.fitness_slope_weight >= 0,

@@ -14,7 +14,6 @@ and at the end; a resume cuts all of them back in one place (the ``RunResumed`` 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import math
 import platform
@@ -451,21 +450,14 @@ class _Loop:
         assert self.genes is not None
         rng = np.random.default_rng([cfg.seed, cycle])
         bold = cfg.explore_on_plateau and self.state.plateaus.get(cycle - 1, False)
-        probes = list(self._lr_probes()) if cfg.lr_probe else []
-        space = cfg.search
-        others = tuple(k for k in space.kinds if k != "learning_rate")
-        if probes and others:  # the probes test the rate; the other mutants test the other genes
-            space = dataclasses.replace(space, kinds=others)
         jobs = []
         for i in range(cfg.population_size):
             if self._has_control() and i == 0:
                 genes, change = self.genes, "control: unchanged"
-            elif probes:
-                genes, change = probes.pop(0)
             elif bold and i % 2 == 1:
-                genes, change = explore(self.genes, space, rng, self.backend.choices, self.backend.data.n_train)
+                genes, change = explore(self.genes, cfg.search, rng, self.backend.choices, self.backend.data.n_train)
             else:
-                genes, change = mutate(self.genes, space, rng, self.backend.choices, self.backend.data.n_train)
+                genes, change = mutate(self.genes, cfg.search, rng, self.backend.choices, self.backend.data.n_train)
             jobs.append(MemberJob(i, genes, change, cfg.candidate_epochs))
         if bold:
             bolder = [str(j.index) for j in jobs if j.change.startswith("explore:")]
@@ -473,19 +465,6 @@ class _Loop:
                       f"exploring harder: member{'s' if len(bolder) > 1 else ''} {', '.join(bolder)} draw fresh "
                       "values for two genes instead of a neighbour of one")
         return jobs
-
-    def _lr_probes(self):
-        """With lr_probe: the parent's genes with the learning rate doubled and halved (within the
-        search space's range), each a mutant that tests one direction of the rate every cycle."""
-        lo, hi = self.config.search.learning_rate_range
-        genes = self.genes
-        assert genes is not None
-        if "learning_rate" not in self.config.search.kinds:
-            return
-        for factor in (2.0, 0.5):
-            lr = float(min(max(genes.learning_rate * factor, lo), hi))
-            if not math.isclose(lr, genes.learning_rate):
-                yield genes.replace(learning_rate=lr), f"learning-rate probe: {genes.learning_rate:.3g} --(×{factor:g})--> {lr:.3g}"
 
     def _has_control(self) -> bool:
         return self.config.control_member and self.config.population_size >= 2

@@ -337,25 +337,3 @@ def test_a_kill_after_the_checkpoint_and_before_the_rename_promotes_the_pending_
     folder.pending_best_path(11).write_text("eleven")
     assert not folder.settle_pending_best(7) and folder.model_path("best").read_text() == "seven"
     assert not folder.pending_best()
-
-
-def test_learning_rate_probes_double_and_halve_the_rate_every_cycle(tmp_path):
-    cfg = NOISY.replace(lr_probe=True, population_size=5, cycles=3)
-    res, _, _ = _run(tmp_path, cfg)
-    for c in range(1, 4):
-        pop = res.population[str(c)]
-        parent_lr = pop["0"]["genes"]["learning_rate"]  # the control keeps the parent's genes
-        assert pop["1"]["genes"]["learning_rate"] == pytest.approx(2 * parent_lr)
-        assert pop["2"]["genes"]["learning_rate"] == pytest.approx(parent_lr / 2)
-        assert pop["1"]["change"].startswith("learning-rate probe:")
-        for m in ("3", "4"):  # the other mutants test the other genes
-            assert pop[m]["genes"]["learning_rate"] == parent_lr or pop[m]["genes"]["optimizer"] != pop["0"]["genes"]["optimizer"]
-    # at the top of the range there is nothing to double: only the halving probe is made
-    top = cfg.replace(search=me.SearchSpace(learning_rate_range=(1e-4, 0.01)), cycles=1)
-    res2, _, _ = _run(tmp_path, top, name="top")
-    changes = [res2.population["1"][str(i)]["change"] for i in range(5)]
-    assert changes[1] == "learning-rate probe: 0.01 --(×0.5)--> 0.005" and not changes[2].startswith("learning-rate")
-    # without the option no member is a probe
-    plain, _, _ = _run(tmp_path, cfg.replace(lr_probe=False), name="plain")
-    assert not any(v["change"].startswith("learning-rate probe") for c in plain.population.values()
-                   for k, v in c.items() if k != "_cycle")
