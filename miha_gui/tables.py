@@ -80,6 +80,11 @@ class PopulationTable(QWidget):
         lay.addLayout(top)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([c.capitalize() for c in COLUMNS])
+        for i, tip in ((2, "Validation loss (training loss without a validation split), first → last epoch"),
+                       (3, "Higher is better. Scored on what the run's fitness metric names: for a classifier, by "
+                           "default its calibrated validation loss (the loss after temperature scaling), not the "
+                           "raw loss shown beside; the decision above says which rule chose")):
+            self.table.horizontalHeaderItem(i).setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectRows)
