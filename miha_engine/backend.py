@@ -90,14 +90,24 @@ class Backend(Protocol):
     def pop_notes(self) -> list[str]: ...
 
 
-def auto_fitness_metric(task: str, data: Dataset, config: RunConfig) -> str:
+def auto_fitness_metric(loss, data: Dataset) -> str:
     """What fitness_metric "auto" scores: a classifier with a validation split, its calibrated
     validation loss (it follows accuracy once the model overfits, where the raw loss follows
     over-confidence; see miha_engine.calibration); anything else, its loss."""
-    from .calibration import CALIBRATED, CLASSIFICATION
+    from .calibration import CALIBRATED
 
-    has_validation = data.has_validation or bool(config.validation_split)
-    return CALIBRATED if task in CLASSIFICATION and has_validation else "loss"
+    return CALIBRATED if calibration_applies(loss) and data.has_validation else "loss"
+
+
+def calibration_applies(loss) -> bool:
+    """Whether temperature scaling means something for ``loss``: a (sparse) categorical or binary
+    cross-entropy (not a hinge, focal or KL loss, which ``models.task_from_loss`` also files as
+    classification)."""
+    from . import models as mdl
+    from .calibration import CLASSIFICATION
+
+    name = (mdl.loss_name(loss) or "").lower().replace("_", "")
+    return mdl.task_from_loss(loss) in CLASSIFICATION and "crossentropy" in name and "focal" not in name
 
 
 class _LiveMember:
@@ -148,7 +158,7 @@ class KerasBackend:
         self.data = data
         self.spec = mdl.compile_spec(model, config)
         if config.fitness_metric == "auto":
-            config = config.replace(fitness_metric=auto_fitness_metric(self.spec.task, data, config))
+            config = config.replace(fitness_metric=auto_fitness_metric(self.spec.loss, data))
         self.config = config
         self.choices, self.layer_notes = mdl.activation_choices(model, self.spec, config, data.y)
         if search_context:
@@ -186,24 +196,25 @@ class KerasBackend:
         spec = mdl.compile_spec(model, config)
         info = mdl.summarize(model)
         validate(data, info.input_shape, info.output_shape, spec.task)
-        from .calibration import CALIBRATED, CLASSIFICATION
+        from .calibration import CALIBRATED
 
-        if config.fitness_metric == "auto":
-            pass  # resolved in __init__ (see auto_fitness_metric)
-        elif config.fitness_metric == CALIBRATED:
-            if spec.task not in CLASSIFICATION:
-                raise InputError(f"fitness_metric {CALIBRATED!r} scores a classifier's cross-entropy after "
-                                 f"temperature scaling; this model's loss ({mdl.loss_name(spec.loss)}) is not a "
-                                 "cross-entropy. Use loss, or a compiled metric")
-            if not data.has_validation and not config.validation_split:
-                raise InputError(f"fitness_metric {CALIBRATED!r} needs a validation split; give validation "
-                                 "data or a validation_split above 0")
+        if config.fitness_metric in ("auto", CALIBRATED):
+            pass  # resolved, or checked, after the validation split below
         elif config.fitness_metric != "loss":
             names = [mdl._metric_name(m) for m in spec.metrics]
             if config.fitness_metric not in names:
                 raise InputError(f"fitness_metric {config.fitness_metric!r} is not one of the model's compiled "
                                  f"metrics ({', '.join(names) or 'none'}); compile the model with it, or use loss")
         data = data.with_validation_split(config.validation_split, config.seed)
+        if config.fitness_metric == CALIBRATED:
+            if not calibration_applies(spec.loss):
+                raise InputError(f"fitness_metric {CALIBRATED!r} scores a classifier's cross-entropy after "
+                                 f"temperature scaling; this model's loss ({mdl.loss_name(spec.loss)}) is not a "
+                                 "cross-entropy. Use loss, or a compiled metric")
+            if not data.has_validation:
+                raise InputError(f"fitness_metric {CALIBRATED!r} needs a validation split, and this dataset has "
+                                 f"none (validation_split {config.validation_split} of {data.n_train} samples is "
+                                 "under one); give validation data or a larger validation_split")
         if config.batch_size is not None and config.batch_size > data.n_train:
             raise InputError(f"batch_size {config.batch_size} is larger than the {data.n_train} training samples; "
                              f"choose at most {data.n_train}")

@@ -50,7 +50,7 @@ def temperature_nll(outputs: np.ndarray, y: np.ndarray, task: str, from_logits: 
             p = 1.0 / (1.0 + np.exp(-z))
             return value, float(np.mean((p - target) * logit)), float(np.mean(p * (1 - p) * logit * logit))
     else:
-        out = out.reshape(len(out), -1)
+        out = out.reshape(-1, out.shape[-1])  # classes on the last axis, every other position a sample
         logp = _log_softmax(out) if from_logits else np.log(np.clip(out, _EPS, 1.0))
         if task == "sparse_categorical":
             idx = np.asarray(y).reshape(-1).astype(np.int64)

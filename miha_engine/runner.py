@@ -292,7 +292,10 @@ class _Loop:
     def _body(self, start: Checkpoint, how: str) -> RunResult:
         cfg, folder, backend = self.config, self.folder, self.backend
         self.genes, self.step = start.genes, start.step
-        folder.settle_pending_best(start.best.get("step") if start.best else None)
+        if folder.settle_pending_best(start.best.get("step") if start.best else None):
+            self.emit(ev.ArchiveSaved(path=str(folder.model_path("best").relative_to(folder.root)),
+                                      description=f"best model: lineage epoch {start.best['step']} (promoted at the "
+                                      "resume: the run stopped after its checkpoint, before the rename)"))
         if start.best and start.best.get("step") is not None and folder.model_path("best").exists():
             self.best = {"score": float(start.best["score"]), "step": int(start.best["step"])}
         if how == "resumed":  # the journal's picture (and so every view) is cut back to the checkpoint here
@@ -596,6 +599,8 @@ class _Loop:
                        key=lambda j: (curves[j][-1], j))
         ingredients, total = [winner], [np.asarray(w, dtype=np.float64) for w in base.weights]
         score, weights = curves[winner][-1], None
+        if not backend.data.has_validation:  # the curve is the running training loss: re-evaluate alike
+            score = self._curve_value(backend.holdout_loss(base, base.genes, metric=self.config.fitness_metric))
         for j in order:
             trial = [t + np.asarray(w, dtype=np.float64) for t, w in zip(total, kept[j].weights)]
             mean = [(t / (len(ingredients) + 1)).astype(w.dtype) for t, w in zip(trial, base.weights)]
@@ -666,7 +671,9 @@ class _Loop:
                       f"{schedule[-1]:.3g} over {len(schedule)} epochs")
         self._train_main("final", cfg.cycles + 1, cfg.runup_epochs, schedule)
         final = self._save_main("final")
-        self._promote_best()
+        if self._pending_best is not None:  # as at a checkpoint: state.json records the best, then the rename
+            folder.write_state({**(folder.read_state() or {}), "best": self.best})
+            self._promote_best()
         test = {"initial": initial_test, "final": self.backend.test_metrics()} if initial_test else {}
         best_path = folder.model_path("best")
         if self.best["step"] is not None and best_path.exists():
@@ -685,7 +692,8 @@ class _Loop:
         # Finished first, then delete: a kill in between leaves a finished run, never a checkpoint
         # that points at a deleted archive.
         folder.write_state({**(folder.read_state() or {}), "finished": True,
-                            "model": str(final.relative_to(folder.root))})
+                            "model": str(final.relative_to(folder.root)),
+                            "best": self.best if self.best["step"] is not None else None})
         folder.update_run(status="finished", finished_at=_now(), wall_seconds=wall, test_metrics=test,
                           genes_final=self.genes.to_dict() if self.genes else None)
         if cfg.drop_intermediate:

@@ -88,6 +88,9 @@ def schedule_from_run(run_dir: str | Path) -> dict[str, Any]:
             if decision.startswith("crossover") and info.get("config", {}).get("crossover_weights") == "average":
                 notes.append(f"cycle {cycle}: the crossover child's weights were averaged from two members; a replay "
                              "continues with the fitter member's weights")
+            if "; soup:" in decision:
+                notes.append(f"cycle {cycle}: the lineage continued from a soup (the average of several members' "
+                             "weights); a replay continues with the chosen member's weights")
         segments.append(Segment(int(row["step"]), 1, phase, cycle, genes, member))
     cfg = info.get("config", {})
     return {

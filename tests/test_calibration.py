@@ -47,6 +47,17 @@ def test_temperature_scaling_finds_the_temperature_that_made_outputs_overconfide
     t = (rng.random((n, 1)) < 1 / (1 + np.exp(-z))).astype(float)
     value_b, t_b = temperature_nll(1 / (1 + np.exp(-2.0 * z)), t, "binary")
     assert t_b == pytest.approx(2.0, rel=0.15)
+    raw_b = float(np.mean(np.logaddexp(0, -2.0 * z) * t + np.logaddexp(0, 2.0 * z) * (1 - t)))
+    assert value_b < raw_b - 0.01
+    # outputs with classes on the last of several axes (a per-position classifier): each position is
+    # a sample, and T = 1 gives Keras' own cross-entropy
+    import keras
+
+    seq = _softmax(rng.normal(size=(300 * 3, 5)) * 2).reshape(300, 3, 5)
+    onehot = np.eye(5)[rng.integers(0, 5, size=(300, 3))]
+    keras_ce = float(np.mean(keras.ops.convert_to_numpy(keras.losses.categorical_crossentropy(onehot, seq))))
+    value_s, _ = temperature_nll(seq, onehot, "categorical")
+    assert value_s <= keras_ce + 1e-6 and value_s > 0.5 * keras_ce
 
 
 def test_a_run_scored_by_the_calibrated_loss_logs_it_every_epoch_and_selects_by_it(tmp_path, small_digits):
@@ -95,3 +106,41 @@ def test_a_soup_continues_the_lineage_from_the_exact_mean_of_its_members(tmp_pat
         for archive in (root / "population" / f"{cycle}_child_model.keras", root / "model" / f"model_{cycle}.keras"):
             got = me.load_model(archive).get_weights()
             assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(got, mean)), archive.name
+
+
+def test_auto_scores_a_cross_entropy_classifier_with_a_validation_split_by_the_calibrated_loss(small_digits):
+    from miha_engine.backend import KerasBackend
+    from miha_engine.training import CancelToken
+
+    x, y, _, _ = small_digits
+
+    def resolved(model, data, **cfg):
+        return KerasBackend.prepare(model, data, me.RunConfig(**cfg), CancelToken()).config.fitness_metric
+
+    assert me.RunConfig().fitness_metric == "auto"
+    assert resolved(dense_classifier(), me.from_arrays(x, y)) == "calibrated_loss"
+    assert resolved(dense_classifier(), me.from_arrays(x, y), validation_split=0.0) == "loss"  # no split
+    assert resolved(dense_classifier(), me.from_arrays(x[:4], y[:4]), batch_size=2) == "loss"  # split under one
+    hinge = dense_classifier()
+    hinge.compile(optimizer="adam", loss="categorical_hinge")  # filed as classification, not a cross-entropy
+    assert resolved(hinge, me.from_arrays(x, np.eye(10, dtype="float32")[y])) == "loss"
+    with pytest.raises(me.InputError, match="needs a validation split"):
+        resolved(dense_classifier(), me.from_arrays(x, y), validation_split=0.0, fitness_metric="calibrated_loss")
+
+
+def test_run_json_records_what_auto_resolved_to_and_a_resume_keeps_it(tmp_path, small_digits):
+    x, y, xt, yt = small_digits
+    cfg = me.RunConfig(runup_epochs=1, candidate_epochs=2, fixing_epochs=0, cycles=2, population_size=2, seed=2)
+    token = me.CancelToken()
+    stop = [lambda e: isinstance(e, ev.CycleDone) and token.cancel()]
+    root = tmp_path / "run"
+    res = me.run(dense_classifier(), me.from_arrays(x, y, x_test=xt, y_test=yt), cfg, run_dir=root, listeners=stop,
+                 cancel=token)
+    assert res.status == "cancelled"
+    assert json.loads((root / "run.json").read_text())["config"]["fitness_metric"] == "calibrated_loss"
+    events: list[ev.Event] = []
+    done = me.resume(root, data=me.from_arrays(x, y, x_test=xt, y_test=yt), listeners=[events.append])
+    assert done.status == "finished"
+    info = json.loads((root / "run.json").read_text())
+    assert info["config"]["fitness_metric"] == "calibrated_loss" and info["best_model"]["of"] == "val_calibrated_loss"
+    assert all("val_calibrated_loss" in e.metrics for e in events if isinstance(e, ev.EpochEnded) and e.member is None)

@@ -326,6 +326,16 @@ def test_a_kill_between_a_new_best_and_its_checkpoint_leaves_model_best_matching
     assert (FakeBackend.floor + best["distance"]) * FakeBackend.val_factor == pytest.approx(info["best_model"]["score"])
 
 
+def test_a_finished_run_records_the_same_best_in_state_json_and_run_json(tmp_path):
+    # the final phase's best is recorded in state.json before model_best is renamed (a kill while the
+    # test metrics are computed then leaves the two in step)
+    res, _, _ = _run(tmp_path, CFG.replace(cycles=1))  # the fake's lineage improves at every epoch
+    root = tmp_path / "run"
+    state, info = json.loads((root / "state.json").read_text()), json.loads((root / "run.json").read_text())
+    assert state["best"]["step"] == info["best_model"]["lineage_epoch"] == CFG.replace(cycles=1).lineage_epochs
+    assert state["best"]["score"] == pytest.approx(info["best_model"]["score"])
+
+
 def test_a_kill_after_the_checkpoint_and_before_the_rename_promotes_the_pending_best_at_resume(tmp_path):
     folder = me.RunFolder(tmp_path / "run")
     folder.model_dir.mkdir(parents=True)
