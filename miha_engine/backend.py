@@ -106,7 +106,7 @@ def calibration_applies(loss) -> bool:
     from . import models as mdl
     from .calibration import CLASSIFICATION
 
-    name = (mdl.loss_name(loss) or "").lower().replace("_", "")
+    name = mdl._loss_key(loss)
     return mdl.task_from_loss(loss) in CLASSIFICATION and "crossentropy" in name and "focal" not in name
 
 
@@ -198,9 +198,7 @@ class KerasBackend:
         validate(data, info.input_shape, info.output_shape, spec.task)
         from .calibration import CALIBRATED
 
-        if config.fitness_metric in ("auto", CALIBRATED):
-            pass  # resolved, or checked, after the validation split below
-        elif config.fitness_metric != "loss":
+        if config.fitness_metric not in ("loss", "auto", CALIBRATED):  # auto and calibrated: after the split
             names = [mdl._metric_name(m) for m in spec.metrics]
             if config.fitness_metric not in names:
                 raise InputError(f"fitness_metric {config.fitness_metric!r} is not one of the model's compiled "

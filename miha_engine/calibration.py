@@ -47,7 +47,7 @@ def temperature_nll(outputs: np.ndarray, y: np.ndarray, task: str, from_logits: 
         def fgh(beta: float) -> tuple[float, float, float]:
             z = beta * logit  # BCE with logits: max(z, 0) - z*t + log(1 + exp(-|z|))
             value = float(np.mean(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))))
-            p = 1.0 / (1.0 + np.exp(-z))
+            p = 0.5 * (1.0 + np.tanh(z / 2))  # the sigmoid, without overflow for large |z|
             return value, float(np.mean((p - target) * logit)), float(np.mean(p * (1 - p) * logit * logit))
     else:
         out = out.reshape(-1, out.shape[-1])  # classes on the last axis, every other position a sample

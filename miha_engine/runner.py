@@ -508,10 +508,13 @@ class _Loop:
                                        worker=out.where or None, failed=out.failure, metrics=out.metrics or None))
             if math.isfinite(score) and (len(best) < 2 or rank_key(score, i) < rank_key(*best[-1][:2])):
                 best = sorted([*best, (score, i, out.snapshot())], key=lambda t: rank_key(t[0], t[1]))[:2]
-            if i == 0 and self._has_control() and math.isfinite(score):
-                control_snap = next((t[2] for t in best if t[1] == 0), None) or out.snapshot()
-            if cfg.soup and math.isfinite(score) and curves[i] and math.isfinite(curves[i][-1]):
-                kept[i] = next((t[2] for t in best if t[1] == i), None) or out.snapshot()
+            is_control = i == 0 and self._has_control() and math.isfinite(score)
+            souped = cfg.soup and math.isfinite(score) and bool(curves[i]) and math.isfinite(curves[i][-1])
+            if is_control or souped:  # one snapshot serves both (it copies every weight)
+                snap = next((t[2] for t in best if t[1] == i), None) or out.snapshot()
+                control_snap = snap if is_control else control_snap
+                if souped:
+                    kept[i] = snap
         backend.reseed(main_line_seed(cfg.seed, cycle))
 
         weights, child = None, None
