@@ -534,7 +534,8 @@ class _Loop:
                 top_score, top = max(mutants, key=lambda t: (t[0], -t[1])) if mutants else (-math.inf, -1)
                 gain = top_score - scores[0]
                 plateau = bool(mutants) and all(abs(sc - scores[0]) <= margin for sc, _ in mutants)
-                noise_text = f"noise {margin:.3g} (epoch-to-epoch spread {sigma:.3g} in log-loss)"
+                noise_text = (f"noise {margin:.3g} (epoch-to-epoch spread {sigma:.3g} in log "
+                              f"{self._score_name()})")
                 if top >= 0 and gain > margin:
                     winner, chosen = top, next(t[2] for t in best if t[1] == top)
                     decision = (f"noise rule: member {top} ({jobs[top].change}) beats the control by "

@@ -112,6 +112,7 @@ def test_the_noise_rule_keeps_the_parents_genes_when_mutants_only_tie(tmp_path):
     assert done[0].rule == "noise" and done[0].margin > 0 and done[0].plateau
     assert done[0].decision.startswith("noise rule: the control keeps the parent's genes")
     assert "member 2" in done[0].decision and "plateau" in done[0].decision
+    assert "spread" in done[0].decision and "in log val_loss)" in done[0].decision  # names what it measured
     assert done[0].genes == res.population["1"]["0"]["genes"] and res.population["1"]["_cycle"]["plateau"]
     # after the plateau the next population explores, and says so
     notes = [e.message for e in events if isinstance(e, ev.Note)]
