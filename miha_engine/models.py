@@ -45,6 +45,13 @@ def tensorflow_threads() -> int:
     return max(1, _cores() - 1)
 
 
+def _env_int(name: str) -> int:
+    try:
+        return max(0, int(os.environ.get(name, "").strip()))
+    except ValueError:
+        return 0
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -68,8 +75,10 @@ def configure_tensorflow() -> str:
         threads = tensorflow_threads()
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-        except RuntimeError:  # TensorFlow was started first (a model built before me.run): keep its setting
-            threads = tf.config.threading.get_intra_op_parallelism_threads() or _cores()
+        except RuntimeError:  # TensorFlow was started first (a model built before me.run): keep its setting,
+            # which is TF_NUM_INTRAOP_THREADS when set (``import miha_engine`` sets it) and reads as 0
+            threads = (tf.config.threading.get_intra_op_parallelism_threads()
+                       or _env_int("TF_NUM_INTRAOP_THREADS") or _cores())
         # the processes this one starts (a recycled engine, local Ray workers) use the same number, so
         # their sums run in the same order and their losses stay equal to this process's
         os.environ["MIHA_TF_THREADS"] = str(threads)

@@ -154,3 +154,26 @@ def test_only_keras_own_layers_keep_kernels_across_reseeds():
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.1)])
     with_lambda = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2), keras.layers.Dense(3)])
     assert uses_only_keras_layers(plain) and not uses_only_keras_layers(with_lambda)
+
+
+def test_the_engine_threads_hold_when_the_model_is_built_before_the_run(tmp_path):
+    # TensorFlow fixes its threads when it first runs an op: `import miha_engine` presets them, so a
+    # caller who builds the model first still trains with the engine's count, and says so to children
+    import subprocess
+    import sys
+
+    code = ("import os, miha_engine, keras\n"
+            "keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])(keras.ops.ones((1, 3)))\n"
+            "from miha_engine.models import configure_tensorflow, _TF_CONFIGURED\n"
+            "configure_tensorflow()\n"
+            "print(os.environ['TF_NUM_INTRAOP_THREADS'], os.environ['MIHA_TF_THREADS'], _TF_CONFIGURED['threads'])\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_NUM_INTRAOP_THREADS", "MIHA_TF_THREADS")}
+    env.update(MIHA_TF_THREADS="3", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3", "3", "3"]
+    # a value the user gave TensorFlow is kept, and reported to children as what runs
+    env["TF_NUM_INTRAOP_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1", "1"]
