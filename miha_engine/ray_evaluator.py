@@ -1,8 +1,11 @@
-"""Train each population's members as Ray tasks, in parallel, on one machine or a cluster.
+"""Train each population's members on Ray workers, in parallel, on one machine or a cluster.
 
 The driver (the process running :func:`miha_engine.run`) keeps the whole MIHA loop: it draws the
 genes, trains the run-up, fixing and final phases, scores, selects and writes the run folder.  Only
-the members go to Ray.  Each member task receives:
+the members go to Ray, to long-lived worker actors (:class:`MemberWorker`: as many as the cluster's
+CPUs, or GPUs, let train at once, started as members need them).  Each keeps its training set-up
+and traced models between members, and is replaced after it built ``recycle_after`` models, which
+bounds its memory.  Each member call receives:
 
 - the current main model's archive (``model_<cycle>.keras``, put in Ray's object store once per
   cycle; it holds the weights and the optimizer's state exactly),
@@ -13,9 +16,10 @@ and returns its per-epoch losses, its trained archive (bytes, which the driver w
 folder) and its trained state as arrays (for selection and crossover).  Epoch results stream back
 through a small Ray queue while members train, so the app's plots stay live.
 
-A worker that dies mid-member (a crash, a lost node, out of memory) is retried by Ray up to
-``ray_max_retries`` times; after that the member scores worst and the run goes on.  An exception
-raised by the member's own code is not retried: it fails the run as it would in-process.
+A worker that dies mid-member (a crash, a lost node, out of memory) is started again and the member
+retried by Ray up to ``ray_max_retries`` times; after that the member scores worst, the worker is
+replaced, and the run goes on.  An exception raised by the member's own code is not retried: it
+fails the run as it would in-process.
 
 Probe a cluster from the command line (the app does this to show its resources)::
 
@@ -44,7 +48,8 @@ from .runlog import atomic_write_bytes
 #: Ray exceptions that mean "the worker or its node went away", as opposed to an error in MIHA's
 #: own code or in the cluster's set-up: after Ray's retries the member scores worst and the run goes on.
 _DEATH_ERRORS = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ObjectLostError",
-                 "OwnerDiedError", "LocalRayletDiedError", "ActorDiedError")
+                 "OwnerDiedError", "LocalRayletDiedError", "ActorDiedError", "RayActorError",
+                 "ActorUnavailableError")
 
 
 def _death_types(ray) -> tuple[type, ...]:
@@ -224,12 +229,16 @@ _CONTEXT: dict[str, _WorkerContext] = {}
 
 
 def _limit_threads(cpus: float) -> None:
-    """Before TensorFlow starts in this worker: use the CPUs the task asked for, not the machine's."""
+    """Before TensorFlow starts in this worker: use the CPUs the task asked for, not the machine's.
+
+    ``MIHA_TF_THREADS`` is set too, because :func:`models.configure_tensorflow` reads it first and a
+    local worker inherits the driver's (which counts the driver's cores): two one-CPU members, each
+    with the driver's two threads, trained at half speed on 2 cores (``benchmarks/ray_speedup.py``)."""
     if "tensorflow" in sys.modules:
         return
     n = str(max(1, int(math.ceil(cpus))))
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", n)
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1" if n == "1" else "2")
+    os.environ["MIHA_TF_THREADS"] = os.environ["TF_NUM_INTRAOP_THREADS"] = n
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1" if n == "1" else "2"
 
 
 def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, job: dict[str, Any], queue) -> dict[str, Any]:
@@ -255,6 +264,23 @@ def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, jo
     return {"losses": result.losses, "val_losses": result.val_losses, "diverged": result.diverged,
             "metrics": result.metrics, "archive": trained.archive_bytes(), "snapshot": trained.snapshot(), "where": where,
             "notes": ctx.backend.pop_notes()}
+
+
+class MemberWorker:
+    """A Ray actor: one worker process that trains members one after another.
+
+    It keeps its context (the training set-up, the parent's state and the pool of traced models)
+    for the whole run, as the driver's own process does, so a member pays neither TensorFlow's
+    start nor a new trace for a model its worker has built before.  Ray spread plain tasks over more
+    processes than it ran at once (three or four for two CPUs, each starting TensorFlow and tracing
+    on its own); an actor per CPU slot bounds both the processes and their traces."""
+
+    def train(self, setup: dict[str, Any], data: dict[str, Any], archive: bytes, job: dict[str, Any],
+              queue) -> dict[str, Any]:
+        res = train_member(setup, data, archive, job, queue)
+        ctx = _CONTEXT.get(setup["run_id"])
+        res["built"] = int(ctx.backend.pool.built) if ctx is not None and ctx.backend is not None else 0
+        return res
 
 
 # -- the driver side ------------------------------------------------------------------------------
@@ -316,12 +342,38 @@ class RayEvaluator:
             "run_id": uuid.uuid4().hex, "config": cfg.to_dict(), "search_context": ctx.backend.search_context(),
             "unsafe": ctx.unsafe_model, "cpus": cfg.ray_cpus_per_member,
         })
-        self._task = ray.remote(train_member)
+        self._actor_class = ray.remote(MemberWorker)
+        # as many workers as members can train at once (each holds one CPU slot while it lives)
+        slots = res["CPU"] / cfg.ray_cpus_per_member
+        if self.gpus:
+            slots = min(slots, res["GPU"] / self.gpus)
+        self.slots = max(1, int(slots + 1e-9))
+        self.actors: list[Any] = []
+
+    def _new_actor(self):
+        cfg = self.config
+        # a worker that dies is started again (a member it was training is retried up to
+        # ray_max_retries times, system failures only, like a task); the driver retires a worker
+        # whose member failed for good, and one that built recycle_after models (its memory)
+        actor = self._actor_class.options(num_cpus=cfg.ray_cpus_per_member, num_gpus=self.gpus, max_restarts=-1,
+                                          max_task_retries=cfg.ray_max_retries).remote()
+        self.actors.append(actor)
+        return actor
+
+    def _retire(self, actor) -> None:
+        if actor in self.actors:
+            self.actors.remove(actor)
+        try:
+            self.ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
 
     def close(self) -> None:
         ray = self.ray
         if ray is None:
             return
+        for actor in list(getattr(self, "actors", [])):  # on a cluster they would hold their CPUs
+            self._retire(actor)
         try:
             if self.queue is not None:
                 self.queue.shutdown(force=True)
@@ -334,37 +386,46 @@ class RayEvaluator:
         self.ctx = None
 
     def members(self, parent: Parent, jobs: list[MemberJob], listener: MemberListener) -> Iterator[MemberOutcome]:
+        """Each member goes to the next free worker (a new one while fewer than ``slots`` live), so
+        a slow member (a small batch size) does not hold the others back."""
+        from collections import deque
+
         ray, cfg, ctx = self.ray, self.config, self.ctx
         assert ray is not None and ctx is not None, "open() first"
         if not Path(parent.archive).exists():
             raise MihaError("internal: the main model's archive is missing, so remote members cannot start")
         archive_ref = ray.put(Path(parent.archive).read_bytes())
-        options = dict(num_cpus=cfg.ray_cpus_per_member, num_gpus=self.gpus, max_retries=cfg.ray_max_retries,
-                       retry_exceptions=False)
-        pending: dict[Any, MemberJob] = {}
-        for job in jobs:
-            listener.started(job)
-            spec = {"cycle": parent.cycle, "index": job.index, "genes": job.genes.to_dict(), "epochs": job.epochs,
-                    "parent_genes": parent.snapshot.genes.to_dict()}
-            pending[self._task.options(**options).remote(self.setup_ref, self.data_ref, archive_ref, spec, self.queue)] = job
+        waiting = deque(jobs)
+        idle = list(self.actors)
+        pending: dict[Any, tuple[MemberJob, Any]] = {}
         tokens: dict[int, str] = {}
         attempts: dict[int, int] = {}
         by_index = {job.index: job for job in jobs}
         try:
-            while pending:
+            while waiting or pending:
+                while waiting and (idle or len(self.actors) < self.slots):
+                    actor = idle.pop(0) if idle else self._new_actor()
+                    job = waiting.popleft()
+                    listener.started(job)
+                    spec = {"cycle": parent.cycle, "index": job.index, "genes": job.genes.to_dict(),
+                            "epochs": job.epochs, "parent_genes": parent.snapshot.genes.to_dict()}
+                    ref = actor.train.remote(self.setup_ref, self.data_ref, archive_ref, spec, self.queue)
+                    pending[ref] = (job, actor)
                 if ctx.cancel.cancelled:
                     raise Cancelled("the run was stopped")
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
                 self._drain(parent.cycle, listener, by_index, tokens, attempts)
                 for ref in ready:
-                    job = pending.pop(ref)
-                    yield self._outcome(ref, job, attempts.get(job.index, 1), listener)
+                    job, actor = pending.pop(ref)
+                    outcome, alive, built = self._outcome(ref, job, attempts.get(job.index, 1), listener)
+                    if alive and not (cfg.recycle_after and built >= cfg.recycle_after):
+                        idle.append(actor)
+                    else:  # failed for good, or holding recycle_after traced models: a fresh process
+                        self._retire(actor)
+                    yield outcome
         finally:
-            for ref in pending:  # stopped or failed: do not leave members training
-                try:
-                    ray.cancel(ref, force=True)
-                except Exception:  # noqa: BLE001
-                    pass
+            for _job, actor in pending.values():  # stopped or failed: do not leave members training
+                self._retire(actor)
 
     def _drain(self, cycle: int, listener: MemberListener, jobs: dict[int, MemberJob], tokens, attempts) -> None:
         from ray.util.queue import Empty
@@ -398,7 +459,9 @@ class RayEvaluator:
                     _, _, _, _, epoch, loss, val, seconds = item
                     listener.epoch(jobs[i], epoch, loss, val, seconds)
 
-    def _outcome(self, ref, job: MemberJob, attempt: int, listener: MemberListener) -> MemberOutcome:
+    def _outcome(self, ref, job: MemberJob, attempt: int,
+                 listener: MemberListener) -> tuple[MemberOutcome, bool, int]:
+        """The member's outcome, whether its worker may train another, and how many models it built."""
         ray = self.ray
         try:
             res = ray.get(ref)
@@ -408,7 +471,7 @@ class RayEvaluator:
             if isinstance(exc, deaths) or isinstance(cause, deaths):
                 return MemberOutcome.failed(job, job.epochs, self.ctx.backend.data.has_validation,
                                             f"its worker died {self.config.ray_max_retries + 1} time(s) "
-                                            f"({type(exc).__name__}), so it could not be trained")
+                                            f"({type(exc).__name__}), so it could not be trained"), False, 0
             if isinstance(cause, MihaError):
                 raise type(cause)(str(cause)) from exc
             what = cause if cause is not None else exc
@@ -423,9 +486,9 @@ class RayEvaluator:
             listener.note(f"member {job.index}: {note}")
         where = dict(res.get("where") or {})
         where["attempt"] = attempt
-        return MemberOutcome(job, res["losses"], res["val_losses"], res["diverged"],
-                             trained=_RemoteMember(res["archive"], res["snapshot"]), where=where,
-                             metrics=dict(res.get("metrics") or {}))
+        return (MemberOutcome(job, res["losses"], res["val_losses"], res["diverged"],
+                              trained=_RemoteMember(res["archive"], res["snapshot"]), where=where,
+                              metrics=dict(res.get("metrics") or {})), True, int(res.get("built", 0)))
 
 
 # -- probing (the app asks this in a subprocess, so the window never waits on Ray) ----------------

@@ -58,7 +58,7 @@ def _worker_pids() -> list[int]:
             cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if not cmd.startswith("ray::train_member"):
+        if not cmd.startswith("ray::MemberWorker.train"):
             continue
         pid = int(entry.name)
         while pid > 1 and pid != me_pid:
@@ -242,3 +242,30 @@ def test_app_trains_the_population_on_a_ray_cluster(cluster, qtbot, tmp_path, fi
     assert len([b for b in w.state.branches.values() if b.trained]) == 2
     assert any("Ray cluster at" in n for n in w.state.notes)
     w.close()
+
+
+def test_workers_are_bounded_and_recycled_after_recycle_after_models(cluster, ds, tmp_path):
+    # recycle_after=1: a worker that built a model is replaced after its member, so each of the three
+    # members of cycle 1 trains in a fresh process, and the run still matches the in-process one
+    cfg = CFG.replace(cycles=1, evaluator="ray", recycle_after=1)
+    res = me.run(dense_classifier(seed=1), ds, cfg, run_dir=tmp_path / "r")
+    local = me.run(dense_classifier(seed=1), ds, cfg.replace(evaluator="local"), run_dir=tmp_path / "l")
+    pids = [res.population["1"][i]["worker"]["pid"] for i in ("0", "1", "2")]
+    assert len(set(pids)) == 3
+    for i in ("0", "1", "2"):
+        assert res.population["1"][i]["losses"] == pytest.approx(local.population["1"][i]["losses"], rel=2e-2)
+    # recycle_after=0 (never): the two CPU slots' workers train all three members
+    kept = me.run(dense_classifier(seed=1), ds, cfg.replace(recycle_after=0), run_dir=tmp_path / "k")
+    assert len({kept.population["1"][i]["worker"]["pid"] for i in ("0", "1", "2")}) <= 2
+    assert not _worker_pids()  # the run's workers end with it
+
+
+def test_a_worker_uses_the_cpus_its_member_asked_for(monkeypatch):
+    # a local worker inherits the driver's MIHA_TF_THREADS (the driver's cores): the member's CPUs win
+    monkeypatch.setenv("MIHA_TF_THREADS", "2")
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "2")  # what `import miha_engine` preset from it
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "2")
+    monkeypatch.delitem(sys.modules, "tensorflow")  # as in a worker where TensorFlow has not started
+    ray_evaluator._limit_threads(1.0)
+    assert os.environ["MIHA_TF_THREADS"] == os.environ["TF_NUM_INTRAOP_THREADS"] == "1"
+    assert os.environ["TF_NUM_INTEROP_THREADS"] == "1"
