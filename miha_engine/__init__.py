@@ -52,18 +52,23 @@ def _preset_threads() -> None:
     """Give TensorFlow the engine's thread count (:func:`models.tensorflow_threads`) before it starts.
 
     ``configure_tensorflow`` sets it when a run begins, but TensorFlow fixes its threads when it first
-    runs an op, so a caller who builds the model before ``run`` kept TensorFlow's default (every
-    core), which trained the MNIST FNN 20-50 % slower on 2 cores.  TensorFlow reads these variables
-    when it starts; a value the user set is kept."""
+    runs an op, so a caller who built the model before ``run`` kept TensorFlow's default (every
+    core), which trained the MNIST FNN 20-50 % slower on 2 cores.  TensorFlow reads the variable when
+    its runtime starts; where it is imported already (``import keras`` first) but has run nothing,
+    the count is set on it directly.  A count the user set either way is kept."""
     import os
     import sys
 
-    if "tensorflow" in sys.modules:
-        return
     from .models import tensorflow_threads
 
-    n = str(tensorflow_threads())
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", n)
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(tensorflow_threads()))
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        try:
+            if not tf.config.threading.get_intra_op_parallelism_threads():
+                tf.config.threading.set_intra_op_parallelism_threads(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
+        except (AttributeError, RuntimeError, ValueError):  # started already, or a partial import: keep it
+            pass
 
 
 _preset_threads()
