@@ -243,6 +243,8 @@ class RunConfig:
         fitness_metric: what fitness and model_best score: "auto" (the default: "calibrated_loss" for
             a classifier with a validation split, else "loss"), "loss", "calibrated_loss" (see
             ``miha_engine.calibration``) or a compiled metric such as "accuracy".
+        ties_raise_rate: when the control keeps (no mutant beats it beyond the noise), a mutant that
+            only raised the learning rate and tied with it wins instead.
         soup: after selection, average the winner's weights with other members' when that lowers
             the validation score (a greedy soup; off by default, see docs/architecture.md).
         validation_split: fraction of the training data held out when no x_val is given.
@@ -286,6 +288,10 @@ class RunConfig:
     explore_on_plateau: bool = option(True, flags={"--explore": True, "--no-explore": False},
                                       help="when every member ties with the control, the next population draws "
                                       "fresh values and two-gene moves")
+    ties_raise_rate: bool = option(False, flags={"--ties-raise-rate": True, "--no-ties-raise-rate": False},
+                                   help="when no mutant beats the control by more than the noise, a mutant that "
+                                   "only raised the learning rate and tied with the control wins: short "
+                                   "comparisons favour smaller rates (Wu et al., 2018)")
     soup: bool = option(False, flags={"--soup": True, "--no-soup": False},
                         help="after selection, average the winner's weights with other members' (same "
                         "activations) when that lowers the validation score: a greedy soup")
@@ -334,7 +340,8 @@ class RunConfig:
         if isinstance(self.search, dict):
             object.__setattr__(self, "search", SearchSpace.from_dict(self.search))
         _check(isinstance(self.search, SearchSpace), f"search must be a table of options, got {self.search!r}")
-        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard", "explore_on_plateau", "soup"):
+        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard", "explore_on_plateau", "soup",
+                     "ties_raise_rate"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                f"seed must be a whole number >= 0, got {self.seed!r}")
