@@ -4,7 +4,8 @@
     python benchmarks/memory.py --cycles 100 --recycle-after 0 12 --plot benchmarks/plots/memory_cycles.png
 
 The second form runs ``miha run`` (the CLI, as a user does) in a child process for each
-``recycle_after`` value and reads its RSS from /proc after every cycle.
+``recycle_after`` value and reads its RSS from /proc after every cycle.  With ``--evaluator ray`` the
+members train on a local Ray instance, and the Ray member workers' processes and RSS are read too.
 
 The MNIST FNN (784-400-10) on the examples' 4,500 digits, pop_size=4, n=1, k=1, every gene kind on
 (so the model pool builds models with new activations as the run goes).
@@ -42,7 +43,35 @@ def _rss_of(pid: int) -> float | None:
         return None
 
 
-def run_cli(cycles: int, recycle_after: int, workdir: Path, log=print) -> dict:
+def _parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def ray_workers(root: int) -> dict[int, float]:
+    """RSS (MB) of every Ray member worker (``ray::MemberWorker``) descended from process ``root``."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if not cmd.startswith(b"ray::MemberWorker"):
+            continue
+        pid = up = int(entry.name)
+        while up > 1 and up != root:
+            up = _parent_of(up)
+        rss = _rss_of(pid) if up == root else None
+        if rss:
+            found[pid] = rss
+    return found
+
+
+def run_cli(cycles: int, recycle_after: int, workdir: Path, log=print, evaluator: str = "local") -> dict:
     """``miha run`` in a child process (the way a user runs it); its RSS is read after every cycle from
     /proc (the CLI recycles itself in place with exec, so the PID stays the same)."""
     import subprocess
@@ -59,11 +88,14 @@ def run_cli(cycles: int, recycle_after: int, workdir: Path, log=print) -> dict:
     run_dir = workdir / f"run-r{recycle_after}"
     cmd = [sys.executable, "-m", "miha_engine", "run", "--model", str(model), "--data", str(data), "-m", "1",
            "-n", "1", "-k", "1", "-c", str(cycles), "-p", "4", "--batch-size", "32", "--seed", "0",
-           "--drop-intermediate", "--recycle-after", str(recycle_after), "--run-dir", str(run_dir), "--quiet"]
+           "--drop-intermediate", "--recycle-after", str(recycle_after), "--run-dir", str(run_dir), "--quiet",
+           "--evaluator", evaluator]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     by_cycle: dict[int, float] = {}
+    workers_by_cycle: dict[int, dict[str, float]] = {}  # with Ray: the member workers' RSS, summed
+    worker_pids: set[int] = set()
     peak, seen, restarts = 0.0, 0, 0
     events = run_dir / "events.jsonl"
     while proc.poll() is None:
@@ -76,7 +108,13 @@ def run_cli(cycles: int, recycle_after: int, workdir: Path, log=print) -> dict:
                 e = json.loads(line)
                 if e.get("kind") == "cycle_done" and rss:
                     by_cycle[int(e["cycle"])] = rss
-                    log(f"cycle {e['cycle']:3d}: RSS {rss:.0f} MB")
+                    extra = ""
+                    if evaluator == "ray":
+                        workers = ray_workers(proc.pid)
+                        worker_pids.update(workers)
+                        workers_by_cycle[int(e["cycle"])] = {"count": len(workers), "rss_mb": sum(workers.values())}
+                        extra = f"; {len(workers)} Ray member workers, {sum(workers.values()):.0f} MB"
+                    log(f"cycle {e['cycle']:3d}: RSS {rss:.0f} MB{extra}")
                 elif e.get("kind") == "run_resumed":
                     restarts += 1
             seen = len(lines)
@@ -90,7 +128,9 @@ def run_cli(cycles: int, recycle_after: int, workdir: Path, log=print) -> dict:
             else None,
             "growth_mb_cycle2_to_20": (by_cycle[20] - by_cycle[2]) if 20 in by_cycle and 2 in by_cycle else None,
             "max_rss_after_cycle2_mb": max(v for c, v in by_cycle.items() if c >= first) - by_cycle[first],
-            "peak_rss_mb": peak, "restarts": restarts, "wall_s": time.perf_counter() - t0}
+            "peak_rss_mb": peak, "restarts": restarts, "wall_s": time.perf_counter() - t0, "evaluator": evaluator,
+            **({"ray_workers_by_cycle": workers_by_cycle, "ray_worker_processes": len(worker_pids)}
+               if evaluator == "ray" else {})}
 
 
 def main() -> None:
@@ -101,6 +141,8 @@ def main() -> None:
                     help="run the CLI (a child process, sampled from /proc) with each of these recycle_after "
                     "values (0: never recycle); default: the in-process API run of the first wave")
     ap.add_argument("--plot", help="with --recycle-after: write a PNG of RSS against cycles here")
+    ap.add_argument("--evaluator", choices=["local", "ray"], default="local",
+                    help="with --recycle-after: ray also reads the Ray member workers' RSS after every cycle")
     ap.add_argument("--no-report", action="store_true", help="write only the JSON (run_all.py writes the report)")
     args = ap.parse_args()
     out = Path(args.out)
@@ -110,12 +152,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="miha-mem-") as tmp:
             for r in args.recycle_after:
                 print(f"recycle_after={r}", flush=True)
-                res = run_cli(args.cycles, r, Path(tmp), log=lambda s: print("  " + s, flush=True))
+                res = run_cli(args.cycles, r, Path(tmp), log=lambda s: print("  " + s, flush=True),
+                              evaluator=args.evaluator)
                 print(f"  growth cycle 2 → {args.cycles}: {res['growth_mb_cycle2_to_last']:+.0f} MB; most above "
                       f"cycle 2: {res['max_rss_after_cycle2_mb']:+.0f} MB; peak {res['peak_rss_mb']:.0f} MB; "
                       f"{res['restarts']} restarts; {res['wall_s']:.0f} s", flush=True)
                 results.append(res)
-        name = f"memory-cli-c{args.cycles}.json"
+        name = f"memory-cli-c{args.cycles}{'-ray' if args.evaluator == 'ray' else ''}.json"
         (out / name).write_text(json.dumps({"records": [
             {"system": f"miha-cli-recycle{r['recycle_after']}", "task": "mnist_fnn", "seed": 0,
              "epochs": 2 + args.cycles * 5, "wall_s": r["wall_s"], "metric": "rss_growth_mb_cycle2_to_last",
