@@ -412,7 +412,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "acc_fitness": {"fitness_metric": "accuracy"},  # classification tasks only
     "soup": {"soup": True},
     "loss_fitness": {"fitness_metric": "loss"},  # the raw validation loss instead of the calibrated one
-    "ties_raise_rate": {"ties_raise_rate": True},
 }
 
 

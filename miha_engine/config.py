@@ -243,8 +243,6 @@ class RunConfig:
         fitness_metric: what fitness and model_best score: "auto" (the default: "calibrated_loss" for
             a classifier with a validation split, else "loss"), "loss", "calibrated_loss" (see
             ``miha_engine.calibration``) or a compiled metric such as "accuracy".
-        ties_raise_rate: when the control keeps (no mutant beats it beyond the noise), a mutant that
-            only raised the learning rate and tied with it wins instead.
         soup: after selection, average the winner's weights with other members' when that lowers
             the validation score (a greedy soup; off by default, see docs/architecture.md).
         validation_split: fraction of the training data held out when no x_val is given.
@@ -252,7 +250,7 @@ class RunConfig:
         steps_per_execution: batches per compiled call ("auto" or an int).
         jit_compile: XLA ("auto", True, False).
         evaluator: where each population's members train: "local" (this process, one after the
-            other; the default) or "ray" (Ray tasks, in parallel; needs ``pip install 'miha[ray]'``).
+            other; the default) or "ray" (Ray workers, in parallel; needs ``pip install 'miha[ray]'``).
         ray_address: the Ray cluster to join ("auto", "HOST:PORT", "ray://HOST:PORT"); None starts
             a local Ray instance on this machine.
         ray_cpus_per_member, ray_gpus_per_member: the resources each member's task asks for; a GPU
@@ -288,10 +286,6 @@ class RunConfig:
     explore_on_plateau: bool = option(True, flags={"--explore": True, "--no-explore": False},
                                       help="when every member ties with the control, the next population draws "
                                       "fresh values and two-gene moves")
-    ties_raise_rate: bool = option(False, flags={"--ties-raise-rate": True, "--no-ties-raise-rate": False},
-                                   help="when no mutant beats the control by more than the noise, a mutant that "
-                                   "only raised the learning rate and tied with the control wins: short "
-                                   "comparisons favour smaller rates (Wu et al., 2018)")
     soup: bool = option(False, flags={"--soup": True, "--no-soup": False},
                         help="after selection, average the winner's weights with other members' (same "
                         "activations) when that lowers the validation score: a greedy soup")
@@ -323,11 +317,12 @@ class RunConfig:
                                 "0 never; the CLI and the app do it, the Python API does not")
     evaluator: str = option("local", choices=EVALUATORS, resumable=True,
                             help="where each population's members train: local (this process) or ray "
-                            "(Ray tasks in parallel; pip install 'miha[ray]')")
+                            "(Ray workers in parallel; pip install 'miha[ray]')")
     ray_address: str | None = option(None, resumable=True,
                                      help="the Ray cluster to join, auto or HOST:PORT (default: start a local Ray "
                                      "instance); implies the ray evaluator")
-    ray_cpus_per_member: float = option(1.0, resumable=True, help="CPUs each member's Ray task asks for")
+    ray_cpus_per_member: float = option(1.0, resumable=True, help="CPUs each member's Ray worker asks for (and its "
+                                        "TensorFlow threads)")
     ray_gpus_per_member: float = option(0.0, resumable=True, bounds=(0.0, 8.0),
                                         help="GPUs each member asks for when the cluster has GPUs, e.g. 0.25 to "
                                         "share one GPU among four")
@@ -340,8 +335,7 @@ class RunConfig:
         if isinstance(self.search, dict):
             object.__setattr__(self, "search", SearchSpace.from_dict(self.search))
         _check(isinstance(self.search, SearchSpace), f"search must be a table of options, got {self.search!r}")
-        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard", "explore_on_plateau", "soup",
-                     "ties_raise_rate"):
+        for name in ("crossover", "control_member", "drop_intermediate", "tensorboard", "explore_on_plateau", "soup"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                f"seed must be a whole number >= 0, got {self.seed!r}")

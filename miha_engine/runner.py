@@ -488,7 +488,6 @@ class _Loop:
         last_val: dict[int, float] = {}
         lengths: dict[int, int] = {}
         kept: dict[int, Snapshot] = {}  # with cfg.soup: every finite member's state, for the soup
-        raised: dict[int, Snapshot] = {}  # with cfg.ties_raise_rate: members that only raised the rate
         for out in self.evaluator.members(parent, jobs, _MemberEvents(self, cycle, self.step)):
             i, change = out.job.index, out.job.change
             curves[i] = self._curve(out.losses, out.val_losses, out.metrics)
@@ -511,16 +510,11 @@ class _Loop:
                 best = sorted([*best, (score, i, out.snapshot())], key=lambda t: rank_key(t[0], t[1]))[:2]
             is_control = i == 0 and self._has_control() and math.isfinite(score)
             souped = cfg.soup and math.isfinite(score) and bool(curves[i]) and math.isfinite(curves[i][-1])
-            raises = (cfg.ties_raise_rate and math.isfinite(score) and i > 0
-                      and out.job.genes == ancestor.replace(learning_rate=out.job.genes.learning_rate)
-                      and out.job.genes.learning_rate > ancestor.learning_rate)
-            if is_control or souped or raises:  # one snapshot serves all (it copies every weight)
+            if is_control or souped:  # one snapshot serves both (it copies every weight)
                 snap = next((t[2] for t in best if t[1] == i), None) or out.snapshot()
                 control_snap = snap if is_control else control_snap
                 if souped:
                     kept[i] = snap
-                if raises:
-                    raised[i] = snap
         backend.reseed(main_line_seed(cfg.seed, cycle))
 
         weights, child = None, None
@@ -552,12 +546,6 @@ class _Loop:
                             if gain > 0 else f"no mutant is fitter (best: member {top}, {gain:.3g})") if top >= 0 \
                         else "no mutant trained"
                     decision = f"noise rule: the control keeps the parent's genes; {said} ≤ {noise_text}"
-                    tied = [j for j in raised if scores[j] >= scores[0] - margin]
-                    faster = max(tied, key=lambda j: (scores[j], -j)) if tied else None
-                    if faster is not None:
-                        winner, chosen = faster, raised[faster]
-                        decision += (f"; member {faster} ({jobs[faster].change}) tied with it and raised the "
-                                     "learning rate: it wins the tie (short comparisons favour smaller rates)")
                 if plateau:
                     decision += "; every member tied within the noise (a plateau)"
             if cfg.crossover and len(best) >= 2 and winner == best[0][1] and (
@@ -583,7 +571,7 @@ class _Loop:
         if merged is not None:
             self._save(backend.save_main, folder.child_path(cycle), merged[0])
             self._check_best(merged[1], backend.save_main)
-        del best, parent, kept, raised
+        del best, parent, kept
         self.emit(ev.CycleDone(cycle=cycle, winner=winner, fitnesses=[s if math.isfinite(s) else None for s in scores],
                                decision=decision, genes=self.genes.to_dict(), rule=rule, margin=margin,
                                plateau=plateau))

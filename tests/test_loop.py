@@ -348,27 +348,3 @@ def test_a_kill_after_the_checkpoint_and_before_the_rename_promotes_the_pending_
     folder.pending_best_path(11).write_text("eleven")
     assert not folder.settle_pending_best(7) and folder.model_path("best").read_text() == "seven"
     assert not folder.pending_best()
-
-
-def test_a_tie_goes_to_a_mutant_that_raised_the_rate_when_asked(tmp_path):
-    # every mutant changes the learning rate; all tie with the control within its noise
-    # (seed 3 draws rates x2, x0.8 and x1.25 for members 1-3; member 2, a cut, is the fittest)
-    cfg = NOISY.replace(cycles=1, seed=3, search=me.SearchSpace(kinds=("learning_rate",)))
-    script = {(1, 0): [0.50, 0.46, 0.49], (1, 1): [0.50, 0.47, 0.485], (1, 2): [0.49, 0.47, 0.482],
-              (1, 3): [0.52, 0.48, 0.488]}
-    keep, _, _ = _run(tmp_path, cfg, name="keep", script=script)
-    assert _decisions(keep)[1]["winner"] == 0  # off (the default): the control keeps the tie
-    res, events, _ = _run(tmp_path, cfg.replace(ties_raise_rate=True), name="raise", script=script)
-    pop = res.population["1"]
-    lr0 = pop["0"]["genes"]["learning_rate"]
-    raised = [i for i in (1, 2, 3) if pop[str(i)]["genes"]["learning_rate"] > lr0]
-    assert raised == [1, 3]
-    expected = max(raised, key=lambda i: (pop[str(i)]["fitness"], -i))
-    assert expected == 1 and pop["2"]["fitness"] > pop["1"]["fitness"]  # not simply the fittest
-    done = [e for e in events if isinstance(e, ev.CycleDone)][0]
-    assert done.winner == expected and res.genes.learning_rate > lr0
-    assert f"member {expected}" in done.decision and "raised the learning rate" in done.decision
-    # a raising mutant clearly worse than the control (beyond the noise) does not win the tie
-    worse = {**script, **{(1, i): [0.9, 0.95, 0.99] for i in raised}}
-    res2, _, _ = _run(tmp_path, cfg.replace(ties_raise_rate=True), name="worse", script=worse)
-    assert _decisions(res2)[1]["winner"] == 0
