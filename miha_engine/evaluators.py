@@ -8,7 +8,7 @@ runner but the :class:`EvaluatorContext` it is opened with.
 
 - :class:`LocalEvaluator` (``evaluator = "local"``, the default): this process, one member after
   the other, through the run's own :class:`~miha_engine.backend.KerasBackend`.
-- ``miha_engine.ray_evaluator.RayEvaluator`` (``evaluator = "ray"``): Ray tasks, in parallel, on a
+- ``miha_engine.ray_evaluator.RayEvaluator`` (``evaluator = "ray"``): Ray workers, in parallel, on a
   local Ray instance or a cluster.
 
 A new evaluator (a local process pool, say) implements the protocol and registers its class path in

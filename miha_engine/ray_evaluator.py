@@ -286,7 +286,7 @@ class MemberWorker:
 # -- the driver side ------------------------------------------------------------------------------
 
 class RayEvaluator:
-    """Train each population's members as Ray tasks (see the module's text)."""
+    """Train each population's members on Ray worker actors (see the module's text)."""
 
     name = "ray"
 

@@ -520,8 +520,8 @@ class SetupPanel(QWidget):
             item = self.evaluator.model().item(1)
             item.setEnabled(False)
             item.setToolTip("Ray is not installed: pip install 'miha[ray]'")
-        self.evaluator.setToolTip("this process: members train one after the other here. Ray: each member is a "
-                                  "Ray task, on this machine or a cluster, several at once")
+        self.evaluator.setToolTip("this process: members train one after the other here. Ray: members train on "
+                                  "Ray workers, on this machine or a cluster, several at once")
         self.ray_address = QLineEdit()
         self.ray_address.setPlaceholderText("empty: a local Ray instance; or auto, HOST:PORT")
         self.ray_address.setToolTip("The address of a running Ray cluster ('ray start --head' prints it; "
