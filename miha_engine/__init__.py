@@ -53,22 +53,28 @@ def _preset_threads() -> None:
 
     ``configure_tensorflow`` sets it when a run begins, but TensorFlow fixes its threads when it first
     runs an op, so a caller who built the model before ``run`` kept TensorFlow's default (every
-    core), which trained the MNIST FNN 20-50 % slower on 2 cores.  TensorFlow reads the variable when
-    its runtime starts; where it is imported already (``import keras`` first) but has run nothing,
-    the count is set on it directly.  A count the user set either way is kept."""
+    core), which trained the MNIST FNN 20-50 % slower on 2 cores.  So importing the engine sets
+    ``TF_NUM_INTRAOP_THREADS`` (TensorFlow reads it when its runtime starts; child processes inherit
+    it), and where TensorFlow is imported already (``import keras`` first) but has run nothing, sets
+    the count on it directly.  A count set by the user (that variable, ``MIHA_TF_THREADS``, or
+    TensorFlow's own setting) is kept, and so is a TensorFlow that runs already."""
     import os
     import sys
 
+    if os.environ.get("TF_NUM_INTRAOP_THREADS"):
+        return
     from .models import tensorflow_threads
 
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(tensorflow_threads()))
+    n = tensorflow_threads()
     tf = sys.modules.get("tensorflow")
     if tf is not None:
         try:
-            if not tf.config.threading.get_intra_op_parallelism_threads():
-                tf.config.threading.set_intra_op_parallelism_threads(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
-        except (AttributeError, RuntimeError, ValueError):  # started already, or a partial import: keep it
-            pass
+            if tf.config.threading.get_intra_op_parallelism_threads():
+                return
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+        except Exception:  # noqa: BLE001 - started already (RuntimeError), or a partial import: leave it
+            return
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
 
 
 _preset_threads()

@@ -253,7 +253,7 @@ class RunConfig:
             other; the default) or "ray" (Ray workers, in parallel; needs ``pip install 'miha[ray]'``).
         ray_address: the Ray cluster to join ("auto", "HOST:PORT", "ray://HOST:PORT"); None starts
             a local Ray instance on this machine.
-        ray_cpus_per_member, ray_gpus_per_member: the resources each member's task asks for; a GPU
+        ray_cpus_per_member, ray_gpus_per_member: the resources each member's worker asks for; a GPU
             fraction below 1 lets several members share one GPU (used only when the cluster has GPUs).
         ray_max_retries: how many times a member whose worker died is started again before it
             scores worst.
@@ -314,7 +314,8 @@ class RunConfig:
     recycle_after: int = option(12, resumable=True, bounds=(0, 1000),
                                 help="restart the engine's process after this many newly traced models (the "
                                 "run resumes exactly from its checkpoint; TensorFlow's memory comes back); "
-                                "0 never; the CLI and the app do it, the Python API does not")
+                                "0 never; the CLI and the app do it, the Python API does not; Ray workers are "
+                                "replaced after as many, whatever started the run")
     evaluator: str = option("local", choices=EVALUATORS, resumable=True,
                             help="where each population's members train: local (this process) or ray "
                             "(Ray workers in parallel; pip install 'miha[ray]')")

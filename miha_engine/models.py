@@ -79,8 +79,9 @@ def configure_tensorflow() -> str:
             # which is TF_NUM_INTRAOP_THREADS when set (``import miha_engine`` sets it) and reads as 0
             threads = (tf.config.threading.get_intra_op_parallelism_threads()
                        or _env_int("TF_NUM_INTRAOP_THREADS") or _cores())
-        # the processes this one starts (a recycled engine, local Ray workers) use the same number, so
-        # their sums run in the same order and their losses stay equal to this process's
+        # the processes this one starts (a recycled engine, the app's engine child) use the same
+        # number, so their sums run in the same order and their losses stay equal to this process's
+        # (a Ray worker uses its member's CPUs instead: ray_evaluator._limit_threads)
         os.environ["MIHA_TF_THREADS"] = str(threads)
         _TF_CONFIGURED["threads"] = threads
         gpus = tf.config.list_physical_devices("GPU")

@@ -52,6 +52,16 @@ _DEATH_ERRORS = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "Obj
                  "ActorUnavailableError")
 
 
+_INSTALL_HINT = ("Every Ray worker needs TensorFlow, Keras 3, numpy and h5py, and the driver's Python minor "
+                 "version (docs/cluster.md)")
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last line of an error's text (Ray's carry the remote traceback above it)."""
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else ""
+
+
 def _death_types(ray) -> tuple[type, ...]:
     return tuple(t for t in (getattr(ray.exceptions, n, None) for n in _DEATH_ERRORS) if isinstance(t, type))
 
@@ -180,7 +190,7 @@ def describe_resources(res: dict[str, Any]) -> str:
 # -- the worker side ------------------------------------------------------------------------------
 
 class _WorkerContext:
-    """What a worker process keeps between member tasks of one run: the training set-up (built
+    """What a worker process keeps between members of one run: the training set-up (built
     from the first parent archive, exactly as the driver builds its own) and the current parent."""
 
     def __init__(self, setup: dict[str, Any], data: dict[str, Any]):
@@ -229,7 +239,7 @@ _CONTEXT: dict[str, _WorkerContext] = {}
 
 
 def _limit_threads(cpus: float) -> None:
-    """Before TensorFlow starts in this worker: use the CPUs the task asked for, not the machine's.
+    """Before TensorFlow starts in this worker: use the CPUs its member asked for, not the machine's.
 
     ``MIHA_TF_THREADS`` is set too, because :func:`models.configure_tensorflow` reads it first and a
     local worker inherits the driver's (which counts the driver's cores): two one-CPU members, each
@@ -264,6 +274,22 @@ def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, jo
     return {"losses": result.losses, "val_losses": result.val_losses, "diverged": result.diverged,
             "metrics": result.metrics, "archive": trained.archive_bytes(), "snapshot": trained.snapshot(), "where": where,
             "notes": ctx.backend.pop_notes()}
+
+
+def capacity(nodes: list[dict[str, Any]], cpus: float, gpus: float) -> int:
+    """How many members the live nodes (``ray.nodes()``) can train at once: per node, its CPUs over
+    the member's (and its GPUs over the member's share), so a member never waits for room that exists
+    only summed over nodes (two nodes of 3 CPUs hold two 2-CPU members, not three)."""
+    total = 0
+    for node in nodes:
+        if not node.get("Alive"):
+            continue
+        res = node.get("Resources", {})
+        k = int(float(res.get("CPU", 0)) / cpus + 1e-9)
+        if gpus:
+            k = min(k, int(float(res.get("GPU", 0)) / gpus + 1e-9))
+        total += k
+    return total
 
 
 class MemberWorker:
@@ -343,12 +369,30 @@ class RayEvaluator:
             "unsafe": ctx.unsafe_model, "cpus": cfg.ray_cpus_per_member,
         })
         self._actor_class = ray.remote(MemberWorker)
-        # as many workers as members can train at once (each holds one CPU slot while it lives)
-        slots = res["CPU"] / cfg.ray_cpus_per_member
-        if self.gpus:
-            slots = min(slots, res["GPU"] / self.gpus)
-        self.slots = max(1, int(slots + 1e-9))
-        self.actors: list[Any] = []
+        self.actors: list[Any] = []  # every worker alive, ready or starting
+        self.ready: set[Any] = set()  # workers that have started (the others are being placed)
+        self.starting: dict[Any, Any] = {}  # __ray_ready__ reference -> worker
+        self.slots = self._capacity()
+        self._counted_at = time.monotonic()
+
+    def _capacity(self) -> int:
+        return capacity(self.ray.nodes(), self.config.ray_cpus_per_member, self.gpus)
+
+    def _recount(self, idle: list[Any]) -> None:
+        """Follow the cluster: a lost node lowers the count (idle workers beyond it are retired, so
+        a worker restarting elsewhere finds room), a new node raises it."""
+        self.slots = self._capacity()
+        self._counted_at = time.monotonic()
+        surplus = len(self.actors) - self.slots
+        for ref, actor in list(self.starting.items()):
+            if surplus <= 0:
+                break
+            del self.starting[ref]
+            self._retire(actor)
+            surplus -= 1
+        while surplus > 0 and idle:
+            self._retire(idle.pop())
+            surplus -= 1
 
     def _new_actor(self):
         cfg = self.config
@@ -358,11 +402,13 @@ class RayEvaluator:
         actor = self._actor_class.options(num_cpus=cfg.ray_cpus_per_member, num_gpus=self.gpus, max_restarts=-1,
                                           max_task_retries=cfg.ray_max_retries).remote()
         self.actors.append(actor)
+        self.starting[actor.__ray_ready__.remote()] = actor
         return actor
 
     def _retire(self, actor) -> None:
         if actor in self.actors:
             self.actors.remove(actor)
+        self.ready.discard(actor)
         try:
             self.ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
@@ -374,6 +420,7 @@ class RayEvaluator:
             return
         for actor in list(getattr(self, "actors", [])):  # on a cluster they would hold their CPUs
             self._retire(actor)
+        self.starting = {}
         try:
             if self.queue is not None:
                 self.queue.shutdown(force=True)
@@ -386,8 +433,9 @@ class RayEvaluator:
         self.ctx = None
 
     def members(self, parent: Parent, jobs: list[MemberJob], listener: MemberListener) -> Iterator[MemberOutcome]:
-        """Each member goes to the next free worker (a new one while fewer than ``slots`` live), so
-        a slow member (a small batch size) does not hold the others back."""
+        """Each member goes to the next worker that is free and started (new workers start while
+        fewer than the nodes can hold live), so a slow member (a small batch size) does not hold the
+        others back, and no member waits on a worker that is still being placed."""
         from collections import deque
 
         ray, cfg, ctx = self.ray, self.config, self.ctx
@@ -396,36 +444,62 @@ class RayEvaluator:
             raise MihaError("internal: the main model's archive is missing, so remote members cannot start")
         archive_ref = ray.put(Path(parent.archive).read_bytes())
         waiting = deque(jobs)
-        idle = list(self.actors)
+        idle = [a for a in self.actors if a in self.ready]
         pending: dict[Any, tuple[MemberJob, Any]] = {}
         tokens: dict[int, str] = {}
         attempts: dict[int, int] = {}
         by_index = {job.index: job for job in jobs}
         try:
             while waiting or pending:
-                while waiting and (idle or len(self.actors) < self.slots):
-                    actor = idle.pop(0) if idle else self._new_actor()
-                    job = waiting.popleft()
+                if ctx.cancel.cancelled:
+                    raise Cancelled("the run was stopped")
+                if time.monotonic() - self._counted_at > 2.0:
+                    self._recount(idle)
+                while waiting and len(self.actors) < self.slots and len(idle) + len(self.starting) < len(waiting):
+                    self._new_actor()
+                while waiting and idle:
+                    actor, job = idle.pop(0), waiting.popleft()
                     listener.started(job)
                     spec = {"cycle": parent.cycle, "index": job.index, "genes": job.genes.to_dict(),
                             "epochs": job.epochs, "parent_genes": parent.snapshot.genes.to_dict()}
                     ref = actor.train.remote(self.setup_ref, self.data_ref, archive_ref, spec, self.queue)
                     pending[ref] = (job, actor)
-                if ctx.cancel.cancelled:
-                    raise Cancelled("the run was stopped")
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+                if not pending and not self.starting:
+                    raise MihaError("no live Ray node has room for a member now "
+                                    f"({cfg.ray_cpus_per_member:g} CPU{', ' if self.gpus else ''}"
+                                    f"{f'{self.gpus:g} GPU' if self.gpus else ''} each); start nodes or lower "
+                                    "ray_cpus_per_member")
+                ready, _ = ray.wait([*pending, *self.starting], num_returns=1, timeout=0.2)
                 self._drain(parent.cycle, listener, by_index, tokens, attempts)
                 for ref in ready:
+                    if ref in self.starting:
+                        actor = self.starting.pop(ref)
+                        self._started(ref, actor)
+                        idle.append(actor)
+                        continue
                     job, actor = pending.pop(ref)
                     outcome, alive, built = self._outcome(ref, job, attempts.get(job.index, 1), listener)
                     if alive and not (cfg.recycle_after and built >= cfg.recycle_after):
                         idle.append(actor)
                     else:  # failed for good, or holding recycle_after traced models: a fresh process
                         self._retire(actor)
+                        if not alive:
+                            self._recount(idle)
                     yield outcome
         finally:
             for _job, actor in pending.values():  # stopped or failed: do not leave members training
                 self._retire(actor)
+
+    def _started(self, ref, actor) -> None:
+        """A worker has started, or could not: a worker that cannot even load the engine (a node
+        without TensorFlow or numpy, another Python) stops the run with what to install."""
+        try:
+            self.ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            self._retire(actor)
+            raise MihaError(f"a Ray worker could not start MIHA's engine ({type(exc).__name__}: "
+                            f"{_last_line(exc)}). {_INSTALL_HINT}") from exc
+        self.ready.add(actor)
 
     def _drain(self, cycle: int, listener: MemberListener, jobs: dict[int, MemberJob], tokens, attempts) -> None:
         from ray.util.queue import Empty
@@ -467,21 +541,23 @@ class RayEvaluator:
             res = ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - sorted below
             cause = getattr(exc, "cause", None)
+            if getattr(exc, "actor_init_failed", False):  # not a death: the engine cannot load there
+                raise MihaError(f"a Ray worker could not start MIHA's engine ({type(exc).__name__}: "
+                                f"{_last_line(exc)}). {_INSTALL_HINT}") from exc
             deaths = _death_types(ray)
             if isinstance(exc, deaths) or isinstance(cause, deaths):
                 return MemberOutcome.failed(job, job.epochs, self.ctx.backend.data.has_validation,
-                                            f"its worker died {self.config.ray_max_retries + 1} time(s) "
+                                            f"its worker died or could not be reached "
+                                            f"{self.config.ray_max_retries + 1} time(s) "
                                             f"({type(exc).__name__}), so it could not be trained"), False, 0
             if isinstance(cause, MihaError):
                 raise type(cause)(str(cause)) from exc
             what = cause if cause is not None else exc
             hint = ""
             if isinstance(what, ImportError) or "RuntimeEnv" in type(exc).__name__:
-                hint = (". Every Ray worker needs TensorFlow, Keras 3, numpy and h5py, and the driver's Python "
-                        "minor version (docs/cluster.md)")
-            first_line = str(what).strip().splitlines()[-1] if str(what).strip() else ""
+                hint = ". " + _INSTALL_HINT
             raise MihaError(f"cycle member {job.index} failed on a Ray worker: {type(what).__name__}: "
-                            f"{first_line}{hint}") from exc
+                            f"{_last_line(what)}{hint}") from exc
         for note in res.get("notes", []):
             listener.note(f"member {job.index}: {note}")
         where = dict(res.get("where") or {})

@@ -1,6 +1,6 @@
 """The Ray evaluator on a real local Ray instance (2 CPUs, loopback only, no usage stats).
 
-Members train as Ray tasks in worker processes; these tests check that a run on Ray leaves the
+Members train on Ray worker actors; these tests check that a run on Ray leaves the
 same run folder and the same genes as in-process, that epochs stream back live, that a worker
 killed mid-member is retried (or, with no retries left, its member scores worst and the run goes
 on), and that the CLI and the app reach it.
@@ -47,9 +47,11 @@ def _parent(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def _worker_pids() -> list[int]:
-    """Workers of *this* test's Ray instance (descendants of this process) running a member now
-    (Ray titles a worker after the task it runs)."""
+def _worker_pids(idle_too: bool = False) -> list[int]:
+    """Member workers of *this* test's Ray instance (descendants of this process) training a member
+    now, or alive at all with ``idle_too`` (Ray titles an actor ``ray::MemberWorker`` when idle and
+    ``ray::MemberWorker.train`` while it trains)."""
+    title = "ray::MemberWorker" if idle_too else "ray::MemberWorker.train"
     me_pid, pids = os.getpid(), []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -58,7 +60,7 @@ def _worker_pids() -> list[int]:
             cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if not cmd.startswith("ray::MemberWorker.train"):
+        if not cmd.startswith(title):
             continue
         pid = int(entry.name)
         while pid > 1 and pid != me_pid:
@@ -257,7 +259,10 @@ def test_workers_are_bounded_and_recycled_after_recycle_after_models(cluster, ds
     # recycle_after=0 (never): the two CPU slots' workers train all three members
     kept = me.run(dense_classifier(seed=1), ds, cfg.replace(recycle_after=0), run_dir=tmp_path / "k")
     assert len({kept.population["1"][i]["worker"]["pid"] for i in ("0", "1", "2")}) <= 2
-    assert not _worker_pids()  # the run's workers end with it
+    deadline = time.monotonic() + 10  # the run's workers end with it, busy or idle (ray.kill does not wait)
+    while _worker_pids(idle_too=True) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _worker_pids(idle_too=True)
 
 
 def test_a_worker_uses_the_cpus_its_member_asked_for(monkeypatch):
@@ -265,7 +270,35 @@ def test_a_worker_uses_the_cpus_its_member_asked_for(monkeypatch):
     monkeypatch.setenv("MIHA_TF_THREADS", "2")
     monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "2")  # what `import miha_engine` preset from it
     monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "2")
-    monkeypatch.delitem(sys.modules, "tensorflow")  # as in a worker where TensorFlow has not started
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)  # as in a worker before TensorFlow starts
     ray_evaluator._limit_threads(1.0)
     assert os.environ["MIHA_TF_THREADS"] == os.environ["TF_NUM_INTRAOP_THREADS"] == "1"
     assert os.environ["TF_NUM_INTEROP_THREADS"] == "1"
+
+
+class _NoEngineWorker(ray_evaluator.MemberWorker):
+    """A worker whose process cannot load the engine (as on a node without numpy or TensorFlow)."""
+
+    def __init__(self):
+        raise ImportError("No module named 'numpy'")
+
+
+def test_a_worker_that_cannot_load_the_engine_stops_the_run_with_what_to_install(cluster, ds, tmp_path, monkeypatch):
+    # before: every member "died" and scored worst, and the run went on training nothing
+    monkeypatch.setattr(ray_evaluator, "MemberWorker", _NoEngineWorker)
+    with pytest.raises(me.MihaError, match="could not start MIHA's engine.*Every Ray worker needs TensorFlow"):
+        me.run(dense_classifier(), ds, CFG.replace(cycles=1, evaluator="ray"), run_dir=tmp_path / "r")
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["status"] == "failed" and "numpy" in info["error"]
+
+
+def test_workers_are_counted_per_node_not_summed_over_the_cluster(cluster):
+    # two nodes of 3 CPUs hold two 2-CPU members, not 3 (6 / 2): a third worker would wait forever
+    nodes = [{"Alive": True, "Resources": {"CPU": 3.0}}, {"Alive": True, "Resources": {"CPU": 3.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0}}]  # a lost node counts for nothing
+    assert ray_evaluator.capacity(nodes, 2.0, 0.0) == 2
+    # two 1-GPU nodes at 0.4 GPU per member: 4 members, not 5
+    gpu_nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}] * 2
+    assert ray_evaluator.capacity(gpu_nodes, 1.0, 0.4) == 4
+    # this test's real instance: one node of 2 CPUs, two one-CPU members
+    assert ray_evaluator.capacity(ray.nodes(), 1.0, 0.0) == 2

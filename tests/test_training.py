@@ -166,10 +166,12 @@ def test_the_engine_threads_hold_when_the_model_is_built_before_the_run(tmp_path
         code = (f"import os, {first}\n"
                 "import keras, tensorflow as tf\n"
                 "keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])(keras.ops.ones((1, 3)))\n"
+                "import miha_engine\n"
                 "from miha_engine.models import configure_tensorflow, _TF_CONFIGURED\n"
                 "configure_tensorflow()\n"
-                "print(tf.config.threading.get_intra_op_parallelism_threads() or os.environ['TF_NUM_INTRAOP_THREADS'],"
-                " os.environ['MIHA_TF_THREADS'], _TF_CONFIGURED['threads'])\n")
+                "print(tf.config.threading.get_intra_op_parallelism_threads()"
+                " or os.environ.get('TF_NUM_INTRAOP_THREADS', '-'), os.environ['MIHA_TF_THREADS'],"
+                " _TF_CONFIGURED['threads'])\n")
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         return out.stdout.split()
@@ -181,3 +183,7 @@ def test_the_engine_threads_hold_when_the_model_is_built_before_the_run(tmp_path
     assert threads("keras, miha_engine", env) == ["3", "3", "3"]
     # a value the user gave TensorFlow is kept, and reported to children as what runs
     assert threads("miha_engine", {**env, "TF_NUM_INTRAOP_THREADS": "1"}) == ["1", "1", "1"]
+    # TensorFlow ran an op before the engine was imported: it keeps its default (every core), and
+    # that is what children are told, not the engine's count
+    cores = str(len(os.sched_getaffinity(0)))
+    assert threads("sys", env) == ["-", cores, cores]
