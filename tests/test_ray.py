@@ -302,3 +302,20 @@ def test_workers_are_counted_per_node_not_summed_over_the_cluster(cluster):
     assert ray_evaluator.capacity(gpu_nodes, 1.0, 0.4) == 4
     # this test's real instance: one node of 2 CPUs, two one-CPU members
     assert ray_evaluator.capacity(ray.nodes(), 1.0, 0.0) == 2
+
+
+def test_stop_during_a_ray_population_ends_its_workers(cluster, ds, tmp_path):
+    token = me.CancelToken()
+
+    def stop_at_first_member_epoch(e):
+        if e.kind == "epoch_ended" and e.phase == "member":
+            token.cancel()
+
+    res = me.run(dense_classifier(), ds, _bigger(ds).replace(evaluator="ray"), run_dir=tmp_path / "r", cancel=token,
+                 listeners=[stop_at_first_member_epoch])
+    assert res.status == "cancelled"
+    deadline = time.monotonic() + 10  # no worker keeps training (or idling) after the stop
+    while _worker_pids(idle_too=True) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _worker_pids(idle_too=True)
+    assert me.resume(tmp_path / "r", data=ds, execution={"evaluator": "local"}).status == "finished"
