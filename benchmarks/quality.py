@@ -412,6 +412,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "acc_fitness": {"fitness_metric": "accuracy"},  # classification tasks only
     "soup": {"soup": True},
     "loss_fitness": {"fitness_metric": "loss"},  # the raw validation loss instead of the calibrated one
+    # the same 200 compute epochs as fewer, longer members: 3 members of 5 epochs (lineage 100 epochs)
+    "long_members": {"population_size": 3, "candidate_epochs": 5},
 }
 
 
@@ -431,6 +433,10 @@ def article_config(quick: bool, variant: str = "miha"):
     space = me.SearchSpace(**space_kw)
     sched = (dict(runup_epochs=1, candidate_epochs=1, fixing_epochs=1, cycles=2, population_size=3) if quick else
              dict(runup_epochs=10, candidate_epochs=3, fixing_epochs=3, cycles=10, population_size=5))
+    # a variant may reshape the schedule (its compute epochs stay the article's); quick keeps its own
+    reshaped = {k: changes.pop(k) for k in list(changes) if k in sched}
+    if not quick:
+        sched.update(reshaped)
     # an engine older than a switch (a baseline of an earlier commit) runs with what it has
     return me.RunConfig(**sched, batch_size=32, search=space, **{k: v for k, v in changes.items() if k in known})
 
