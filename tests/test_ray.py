@@ -319,3 +319,35 @@ def test_stop_during_a_ray_population_ends_its_workers(cluster, ds, tmp_path):
         time.sleep(0.1)
     assert not _worker_pids(idle_too=True)
     assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "cancelled"
+
+
+_TWO_NODES = """
+import os, sys, tempfile
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+from ray.cluster_utils import Cluster
+import ray
+import miha_engine as me
+from miha_engine.testing import dense_classifier, digits
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
+cluster.add_node(num_cpus=3)
+cluster.wait_for_nodes()
+ray.init(address=cluster.address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+x, y, xt, yt = digits()
+cfg = me.RunConfig(runup_epochs=1, candidate_epochs=1, fixing_epochs=1, cycles=2, population_size=3, seed=1,
+                   evaluator="ray", ray_address=cluster.address, ray_cpus_per_member=2)
+res = me.run(dense_classifier(), me.from_arrays(x, y, x_test=xt, y_test=yt), cfg, run_dir=tempfile.mkdtemp() + "/r")
+pids = {res.population[c][i]["worker"]["pid"] for c in ("1", "2") for i in ("0", "1", "2")}
+print("RESULT", res.status, len(pids))
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+def test_two_nodes_of_three_cpus_train_two_cpu_members_without_waiting_forever():
+    # Ray's own multi-node test cluster (in a child process: this one holds the module's instance).
+    # Counted over the cluster, 6 CPUs / 2 would start three workers where two fit, and the third
+    # member would wait forever on a worker that cannot be placed.
+    out = subprocess.run([sys.executable, "-c", _TWO_NODES], capture_output=True, text=True, timeout=150,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "RESULT finished 2" in out.stdout, out.stdout[-2000:]
