@@ -53,7 +53,7 @@ def _preset_threads() -> None:
 
     ``configure_tensorflow`` sets it when a run begins, but TensorFlow fixes its threads when it first
     runs an op, so a caller who built the model before ``run`` kept TensorFlow's default (every
-    core), which trained the MNIST FNN 20-50 % slower on 2 cores.  So importing the engine sets
+    core), whose MNIST FNN epochs took 1.3-1.8x as long on 2 cores.  So importing the engine sets
     ``TF_NUM_INTRAOP_THREADS`` (TensorFlow reads it when its runtime starts; child processes inherit
     it), and where TensorFlow is imported already (``import keras`` first) but has run nothing, sets
     the count on it directly.  A count set by the user (that variable, ``MIHA_TF_THREADS``, or
