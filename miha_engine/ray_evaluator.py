@@ -62,6 +62,11 @@ def _last_line(exc: BaseException) -> str:
     return text.splitlines()[-1] if text else ""
 
 
+def _engine_cannot_start(exc: BaseException) -> MihaError:
+    return MihaError(f"a Ray worker could not start MIHA's engine ({type(exc).__name__}: {_last_line(exc)}). "
+                     f"{_INSTALL_HINT}")
+
+
 def _death_types(ray) -> tuple[type, ...]:
     return tuple(t for t in (getattr(ray.exceptions, n, None) for n in _DEATH_ERRORS) if isinstance(t, type))
 
@@ -474,8 +479,8 @@ class RayEvaluator:
                 for ref in ready:
                     if ref in self.starting:
                         actor = self.starting.pop(ref)
-                        self._started(ref, actor)
-                        idle.append(actor)
+                        if self._started(ref, actor):
+                            idle.append(actor)
                         continue
                     job, actor = pending.pop(ref)
                     outcome, alive, built = self._outcome(ref, job, attempts.get(job.index, 1), listener)
@@ -490,16 +495,19 @@ class RayEvaluator:
             for _job, actor in pending.values():  # stopped or failed: do not leave members training
                 self._retire(actor)
 
-    def _started(self, ref, actor) -> None:
-        """A worker has started, or could not: a worker that cannot even load the engine (a node
-        without TensorFlow or numpy, another Python) stops the run with what to install."""
+    def _started(self, ref, actor) -> bool:
+        """Whether a worker has started.  One that cannot even load the engine (a node without
+        TensorFlow or numpy, another Python) stops the run with what to install; one that died while
+        starting (its node lost) is dropped, and another starts when members need it."""
         try:
             self.ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - sorted below
             self._retire(actor)
-            raise MihaError(f"a Ray worker could not start MIHA's engine ({type(exc).__name__}: "
-                            f"{_last_line(exc)}). {_INSTALL_HINT}") from exc
+            if getattr(exc, "actor_init_failed", False) or not isinstance(exc, _death_types(self.ray)):
+                raise _engine_cannot_start(exc) from exc
+            return False
         self.ready.add(actor)
+        return True
 
     def _drain(self, cycle: int, listener: MemberListener, jobs: dict[int, MemberJob], tokens, attempts) -> None:
         from ray.util.queue import Empty
@@ -542,8 +550,7 @@ class RayEvaluator:
         except Exception as exc:  # noqa: BLE001 - sorted below
             cause = getattr(exc, "cause", None)
             if getattr(exc, "actor_init_failed", False):  # not a death: the engine cannot load there
-                raise MihaError(f"a Ray worker could not start MIHA's engine ({type(exc).__name__}: "
-                                f"{_last_line(exc)}). {_INSTALL_HINT}") from exc
+                raise _engine_cannot_start(exc) from exc
             deaths = _death_types(ray)
             if isinstance(exc, deaths) or isinstance(cause, deaths):
                 return MemberOutcome.failed(job, job.epochs, self.ctx.backend.data.has_validation,
