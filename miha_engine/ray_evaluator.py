@@ -182,9 +182,11 @@ def cluster_resources() -> dict[str, Any]:
     ray = _import_ray()
     total = ray.cluster_resources()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
+    per_node = [{"CPU": float(n.get("Resources", {}).get("CPU", 0)), "GPU": float(n.get("Resources", {}).get("GPU", 0))}
+                for n in nodes]
     return {"nodes": len(nodes), "CPU": float(total.get("CPU", 0)), "GPU": float(total.get("GPU", 0)),
-            "max_node_CPU": max((float(n.get("Resources", {}).get("CPU", 0)) for n in nodes), default=0.0),
-            "max_node_GPU": max((float(n.get("Resources", {}).get("GPU", 0)) for n in nodes), default=0.0)}
+            "max_node_CPU": max((r["CPU"] for r in per_node), default=0.0),
+            "max_node_GPU": max((r["GPU"] for r in per_node), default=0.0), "per_node": per_node}
 
 
 def describe_resources(res: dict[str, Any]) -> str:
@@ -282,14 +284,15 @@ def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, jo
 
 
 def capacity(nodes: list[dict[str, Any]], cpus: float, gpus: float) -> int:
-    """How many members the live nodes (``ray.nodes()``) can train at once: per node, its CPUs over
-    the member's (and its GPUs over the member's share), so a member never waits for room that exists
-    only summed over nodes (two nodes of 3 CPUs hold two 2-CPU members, not three)."""
+    """How many members the live nodes (``ray.nodes()``, or the probe's ``per_node`` resources) can
+    train at once: per node, its CPUs over the member's (and its GPUs over the member's share), so a
+    member never waits for room that exists only summed over nodes (two nodes of 3 CPUs hold two 2-CPU
+    members, not three)."""
     total = 0
     for node in nodes:
-        if not node.get("Alive"):
+        if not node.get("Alive", True):
             continue
-        res = node.get("Resources", {})
+        res = node.get("Resources", node)
         k = int(float(res.get("CPU", 0)) / cpus + 1e-9)
         if gpus:
             k = min(k, int(float(res.get("GPU", 0)) / gpus + 1e-9))
@@ -584,8 +587,9 @@ def probe(address: str | None) -> dict[str, Any]:
     except InputError as exc:
         return {"ok": False, "error": str(exc)}
     if not address:
-        return {"ok": True, "local": True, "ray": ray.__version__, "nodes": 1, "CPU": float(os.cpu_count() or 1),
-                "GPU": float(_local_gpus())}
+        cpus, gpus = float(os.cpu_count() or 1), float(_local_gpus())
+        return {"ok": True, "local": True, "ray": ray.__version__, "nodes": 1, "CPU": cpus, "GPU": gpus,
+                "per_node": [{"CPU": cpus, "GPU": gpus}]}
     try:
         connect(address, ship_code=False)
         res = cluster_resources()

@@ -609,6 +609,7 @@ class SetupPanel(QWidget):
         except ValueError:
             info = {"ok": False, "error": out[-1]}
         info["share"] = self.ray_gpus.value()
+        info["cpus_per_member"] = self._ray_kept["ray_cpus_per_member"]
         self.ray_status.setText(ray_status_text(info, address))
         self.ray_resources = info
         self.changed.emit()
@@ -684,17 +685,19 @@ def ray_status_text(info: dict, address: str) -> str:
     """One sentence on what a Ray run would get, from ``ray_evaluator --probe``'s answer."""
     if not info.get("ok"):
         return f"Ray: {info.get('error', 'no answer')}"
+    from miha_engine.ray_evaluator import capacity
+
     cpus, gpus = info.get("CPU", 0), info.get("GPU", 0)
     gpu_text = f"{gpus:g} GPU{'s' if gpus != 1 else ''}" if gpus else "no GPU"
-    at_once = int(cpus)
     share = info.get("share") or 0.0
-    if gpus and share:
-        at_once = min(at_once, int(gpus / share))
+    # what the run will start: workers counted node by node, as the engine counts them
+    nodes = info.get("per_node") or [{"CPU": cpus, "GPU": gpus}]
+    at_once = capacity(nodes, float(info.get("cpus_per_member") or 1.0), share if gpus else 0.0)
     if info.get("local"):
         return (f"Ray {info.get('ray', '')}: a local Ray instance starts with the run, on this machine's "
                 f"{cpus:g} CPUs and {gpu_text}; up to {at_once} members train at once.")
-    nodes = info.get("nodes", 0)
-    return (f"Ray {info.get('ray', '')} cluster at {address}: {nodes} node{'s' if nodes != 1 else ''}, "
+    n_nodes = info.get("nodes", 0)
+    return (f"Ray {info.get('ray', '')} cluster at {address}: {n_nodes} node{'s' if n_nodes != 1 else ''}, "
             f"{cpus:g} CPUs, {gpu_text}; up to {at_once} members train at once.")
 
 

@@ -236,6 +236,7 @@ def test_app_trains_the_population_on_a_ray_cluster(cluster, qtbot, tmp_path, fi
     qtbot.waitUntil(lambda: "CPUs" in panel.ray_status.text(), timeout=60_000)
     assert f"cluster at {cluster}" in panel.ray_status.text()
     assert "2 CPUs" in panel.ray_status.text() and "1 node" in panel.ray_status.text()
+    assert "up to 2 members train at once" in panel.ray_status.text()
     cfg = panel.config()
     assert cfg.evaluator == "ray" and cfg.ray_address == cluster
     w.start_run()
@@ -302,6 +303,15 @@ def test_workers_are_counted_per_node_not_summed_over_the_cluster(cluster):
     assert ray_evaluator.capacity(gpu_nodes, 1.0, 0.4) == 4
     # this test's real instance: one node of 2 CPUs, two one-CPU members
     assert ray_evaluator.capacity(ray.nodes(), 1.0, 0.0) == 2
+    # the app says what the run will start, from the probe's resources per node
+    pytest.importorskip("PySide6")
+    from miha_gui.setup_panel import ray_status_text
+
+    probe = {"ok": True, "local": False, "ray": "2", "nodes": 2, "CPU": 6.0, "GPU": 0.0,
+             "per_node": [{"CPU": 3.0, "GPU": 0.0}] * 2, "share": 0.0, "cpus_per_member": 2.0}
+    assert "up to 2 members train at once" in ray_status_text(probe, "h:1")
+    gpus = {**probe, "GPU": 2.0, "per_node": [{"CPU": 8.0, "GPU": 1.0}] * 2, "share": 0.4, "cpus_per_member": 1.0}
+    assert "up to 4 members train at once" in ray_status_text(gpus, "h:1")
 
 
 def test_stop_during_a_ray_population_ends_its_workers(cluster, ds, tmp_path):
