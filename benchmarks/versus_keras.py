@@ -125,11 +125,14 @@ def miha_run(build, x, y, xt, yt, config: dict, seed: int) -> dict:
             "test_accuracy": res.test_metrics.get("final", {}).get("accuracy")}
 
 
-def _child(side: str, name: str, seed: int, threads: str = "auto") -> dict:
-    """One side of one comparison, in a fresh process; its record comes back as JSON on stdout."""
+def _child(side: str, name: str, seed: int, threads: str = "auto", tree: str | None = None) -> dict:
+    """One side of one comparison, in a fresh process; its record comes back as JSON on stdout.
+    ``tree``: run the engine of another checkout (its root goes first on the import path)."""
     env = {k: v for k, v in os.environ.items() if k != "MIHA_TF_THREADS"}
     if threads != "auto":
         env["MIHA_TF_THREADS"] = threads
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(tree).resolve()), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     out = subprocess.run([sys.executable, __file__, "--child", side, "--configs", name, "--seed", str(seed)],
                          capture_output=True, text=True, check=True, env=env)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RECORD ")][-1]
@@ -153,6 +156,9 @@ def main() -> None:
     ap.add_argument("--name", default="versus-keras")
     ap.add_argument("--miha-threads", default="auto",
                     help="comma-separated MIHA_TF_THREADS values to run MIHA with (auto: the engine's default)")
+    ap.add_argument("--against", metavar="TREE",
+                    help="also run the engine of another checkout (e.g. a git worktree of an older commit) in "
+                         "every repeat, right after this one, and report this engine's wall over that one's")
     ap.add_argument("--child", choices=("keras", "miha"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -173,7 +179,9 @@ def main() -> None:
             configure_tensorflow()
             import tensorflow as tf  # an older engine (PYTHONPATH) has no tensorflow_threads: ask TensorFlow
 
-            rec = {**miha_run(build, x, y, xt, yt, cfg, args.seed),
+            import miha_engine
+
+            rec = {**miha_run(build, x, y, xt, yt, cfg, args.seed), "engine": str(Path(miha_engine.__file__).parent.parent),
                    "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default"}
         print("RECORD " + json.dumps(rec))
         return
@@ -197,6 +205,13 @@ def main() -> None:
                       f"{startup:.1f} s: {rec['ratio_with_cli_startup']:.2f}×)", flush=True)
                 for part, s in m["parts_s"].items():
                     print(f"    {part:45s} {s:7.2f} s  {s / m['wall_s']:6.1%}  ({m['calls'].get(part, '')} calls)")
+                if args.against:
+                    o = _child("miha", name, args.seed, threads, tree=args.against)
+                    rec.update(against=args.against, against_engine=o["engine"], against_wall_s=o["wall_s"],
+                               against_ratio=o["wall_s"] / k["wall_s"], against_parts_s=o["parts_s"],
+                               against_test_accuracy=o["test_accuracy"], this_over_against=m["wall_s"] / o["wall_s"])
+                    print(f"    the engine at {o['engine']}: {o['wall_s']:.1f} s = {rec['against_ratio']:.2f}× Keras; "
+                          f"this engine ÷ that one: {rec['this_over_against']:.2f}×", flush=True)
                 out = Path(args.out)
                 out.mkdir(parents=True, exist_ok=True)
                 (out / f"{args.name}.json").write_text(json.dumps({"cli_startup_s": startup, "records": records}, indent=2))

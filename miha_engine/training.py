@@ -1,13 +1,13 @@
 """Training: one member or one phase at a time, at the hardware's pace, stoppable at any batch.
 
-Speed: inputs come from a cached ``tf.data`` pipeline (reshuffled every epoch), several batches run
-per compiled call (``steps_per_execution``) and XLA compiles the step where the model allows it.
+Speed: the data stays in tensors for the whole run; several batches run per compiled call
+(``steps_per_execution``), each gathered by a per-epoch shuffled index inside the call, and XLA
+compiles the step where the model allows it (off by default).
 A model XLA cannot compile falls back to plain graph execution, once, and the run notes it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
@@ -69,13 +69,13 @@ class Trainer:
         self.cancel = cancel
         self.seed = seed
         self._shuffle_counter = 0
-        self._base = tf.data.Dataset.from_tensor_slices((data.x, data.y)).cache()
-        self._val = None
+        # the data lives as tensors (on the GPU when there is one) for the whole run: every fit of
+        # every member gathers its batches from them inside the compiled step (see _CompiledLoop)
+        self._x, self._y = tf.constant(data.x), tf.constant(data.y)
+        self._xv = self._yv = None
         if data.has_validation:
-            self._val = (
-                tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val))
-                .batch(max(256, config.batch_size or 32)).cache().prefetch(tf.data.AUTOTUNE)
-            )
+            self._xv, self._yv = tf.constant(data.x_val), tf.constant(data.y_val)
+        self._eval_batch = max(256, config.batch_size or 32)
         self.xla_failed = False
         self.notes: list[str] = []
         #: the compiled metrics of the epoch that ended last (read by an epoch callback)
@@ -108,17 +108,21 @@ class Trainer:
             return all(getattr(layer, "supports_jit", True) for layer in model._flatten_layers())
         return True
 
-    def _train_dataset(self, batch_size: int, shuffle: int | None = None):
-        tf = self._tf
-        if shuffle is None:
-            self._shuffle_counter += 1
-            shuffle = self._shuffle_counter
-        return (
-            self._base.shuffle(self.data.n_train, seed=self.seed * 100003 + shuffle,
-                               reshuffle_each_iteration=True)
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+    def epoch_order(self, shuffle: int, epoch: int) -> np.ndarray:
+        """The order of the training samples in one epoch: a permutation seeded by (the trainer's
+        seed, the fit's shuffle stream, the epoch), so it changes every epoch and a resumed run
+        draws exactly what an uninterrupted one drew."""
+        rng = np.random.default_rng((self.seed & 0xFFFFFFFF, shuffle & 0xFFFFFFFF, epoch))
+        return rng.permutation(self.data.n_train).astype(np.int32 if self.data.n_train < 2**31 else np.int64)
+
+    def _loop(self, model) -> _CompiledLoop:
+        """The model's compiled pieces (made once per model and XLA setting; see :class:`_CompiledLoop`)."""
+        jit = bool(getattr(model, "jit_compile", False))
+        loop = getattr(model, "_miha_loop", None)
+        if loop is None or loop.jit != jit:
+            loop = _CompiledLoop(model, jit)
+            model._miha_loop = loop
+        return loop
 
     # -- training ----------------------------------------------------------------------------
     def fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback, spec=None,
@@ -151,67 +155,58 @@ class Trainer:
 
     def _fit(self, model, batch_size: int, epochs: int, on_epoch: EpochCallback, shuffle: int | None,
              lr_schedule: list[float] | None = None) -> FitResult:
-        import keras
-
-        cancel = self.cancel
+        tf = self._tf
+        if shuffle is None:
+            self._shuffle_counter += 1
+            shuffle = self._shuffle_counter
+        loop = self._loop(model)
+        spe = self.steps_per_execution(batch_size)
+        steps = -(-self.data.n_train // batch_size)
+        batch = tf.constant(batch_size, tf.int32)
         losses: list[float] = []
         val_losses: list[float] = []
         metrics: dict[str, list[float]] = {}
-        trainer = self
-        state = {"diverged": False, "t0": 0.0}
-
-        class _Recorder(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                state["t0"] = time.perf_counter()
-                if lr_schedule is not None and epoch < len(lr_schedule):
-                    self.model.optimizer.learning_rate = float(lr_schedule[epoch])
-
-            def on_train_batch_end(self, batch, logs=None):
-                if cancel.cancelled:
-                    raise Cancelled("the run was stopped")
-                loss = (logs or {}).get("loss")
-                if loss is not None and not math.isfinite(float(loss)):
-                    state["diverged"] = True
-                    self.model.stop_training = True
-
-            def on_epoch_end(self, epoch, logs=None):
-                logs = dict(logs or {})
-                if trainer.calibration is not None and not state["diverged"]:
-                    logs["val_" + CALIBRATED] = trainer.calibrated_val_loss(self.model)
-                loss = float(logs.get("loss", float("nan")))
-                val = logs.get("val_loss")
-                val = None if val is None else float(val)
-                if state["diverged"]:
-                    loss = float("nan")
-                    val = float("nan") if val is not None or self_has_val else None
-                losses.append(loss)
-                val_losses.append(val if val is not None else float("nan"))
-                trainer.last_metrics = {}
-                for name, value in logs.items():
-                    if name in ("loss", "val_loss"):
-                        continue
-                    with contextlib.suppress(TypeError, ValueError):
-                        v = float("nan") if state["diverged"] else float(value)
-                        metrics.setdefault(name, []).append(v)
-                        trainer.last_metrics[name] = v
-                if lr_schedule is not None and epoch < len(lr_schedule):
-                    trainer.last_metrics["learning_rate"] = float(lr_schedule[epoch])
-                on_epoch(epoch, loss, val, time.perf_counter() - state["t0"])
-
-        self_has_val = self._val is not None
-        model.fit(
-            self._train_dataset(batch_size, shuffle),
-            epochs=epochs,
-            validation_data=self._val,
-            callbacks=[_Recorder()],
-            shuffle=False,  # the pipeline reshuffles every epoch
-            verbose=0,
-        )
-        diverged = state["diverged"]
+        diverged = False
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            if lr_schedule is not None and epoch < len(lr_schedule):
+                model.optimizer.learning_rate = float(lr_schedule[epoch])
+            order = tf.constant(self.epoch_order(shuffle, epoch))
+            model.reset_metrics()
+            logs: dict[str, float] = {}
+            for start in range(0, steps, spe):
+                self.cancel.raise_if_cancelled()
+                logs = loop.train(self._x, self._y, order, tf.constant(start, tf.int32),
+                                  tf.constant(min(start + spe, steps), tf.int32), batch)
+                if not math.isfinite(float(logs["loss"])):
+                    diverged = True
+                    break
+            logs = {k: float(v) for k, v in logs.items()}
+            if not diverged and self._xv is not None:
+                val_logs, pred = loop.evaluate(self._xv, self._yv, self._eval_batch, self.calibration is not None)
+                logs.update({"val_" + k: v for k, v in val_logs.items()})
+                if self.calibration is not None:
+                    logs["val_" + CALIBRATED] = self._calibrated(pred)
+            loss = float("nan") if diverged else logs.get("loss", float("nan"))
+            val = None if self._xv is None else (float("nan") if diverged else logs.get("val_loss", float("nan")))
+            losses.append(loss)
+            val_losses.append(val if val is not None else float("nan"))
+            self.last_metrics = {}
+            for name, value in logs.items():
+                if name in ("loss", "val_loss"):
+                    continue
+                v = float("nan") if diverged else value
+                metrics.setdefault(name, []).append(v)
+                self.last_metrics[name] = v
+            if lr_schedule is not None and epoch < len(lr_schedule):
+                self.last_metrics["learning_rate"] = float(lr_schedule[epoch])
+            on_epoch(epoch, loss, val, time.perf_counter() - t0)
+            if diverged:
+                break
         while len(losses) < epochs and diverged:
             losses.append(float("nan"))
             val_losses.append(float("nan"))
-        if not self_has_val:
+        if self._xv is None:
             val_losses = []
         for values in metrics.values():
             values += [float("nan")] * (len(losses) - len(values))
@@ -222,29 +217,77 @@ class Trainer:
         out = model.evaluate(x, y, batch_size=max(256, self.config.batch_size or 32), verbose=0, return_dict=True)
         return {k: float(v) for k, v in out.items()}
 
-    def calibrated_val_loss(self, model) -> float:
-        """The validation cross-entropy after temperature scaling (see miha_engine.calibration).  The
-        forward pass runs eagerly, in batches: no traced predict function per pooled model."""
-        import keras
+    def _calibrated(self, pred: np.ndarray) -> float:
+        if self.calibration is None or not np.all(np.isfinite(pred)):
+            return float("nan")
+        return temperature_nll(pred, self.data.y_val, *self.calibration)[0]
 
-        if self.calibration is None:
+    def calibrated_val_loss(self, model) -> float:
+        """The validation cross-entropy after temperature scaling (see miha_engine.calibration)."""
+        if self.calibration is None or self._xv is None:
             return float("nan")
-        x, y = self.data.x_val, self.data.y_val
-        size = max(256, self.config.batch_size or 32)
-        out = np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + size], training=False))
-                              for i in range(0, len(x), size)])
-        if not np.all(np.isfinite(out)):
-            return float("nan")
-        return temperature_nll(out, y, *self.calibration)[0]
+        return self._calibrated(self._loop(model).evaluate(self._xv, self._yv, self._eval_batch, True)[1])
 
     def validation_loss(self, model, metric: str = "loss") -> float:
         """The loss (or a compiled metric, or the calibrated loss) on the validation split; NaN without one."""
-        if self._val is None:
+        if self._xv is None:
             return float("nan")
         if metric == CALIBRATED:
             return self.calibrated_val_loss(model)
-        out = model.evaluate(self._val, verbose=0, return_dict=True)
-        return float(out.get(metric, float("nan")))
+        return float(self._loop(model).evaluate(self._xv, self._yv, self._eval_batch, False)[0].get(metric, float("nan")))
+
+
+class _CompiledLoop:
+    """One model's compiled training chunk and validation pass.
+
+    Keras' ``fit`` costs more than its steps here: a new ``tf.data`` iterator per fit, a data
+    adapter, callbacks, and an ``evaluate`` per epoch that sets all of that up again.  A member trains
+    only n epochs, so that was a quarter of its time (benchmarks/REPORT.md, "Second wave, part 6").
+    This runs Keras' own ``train_step`` (the loss, the metrics and the optimizer exactly as Keras
+    runs them) inside one ``tf.function`` over a chunk of steps, each batch gathered from the
+    dataset's tensors by an index that the trainer shuffles per epoch.  The batch size is a tensor:
+    one trace serves every batch size.  With XLA on, each step is compiled (once per batch shape)
+    and called from the chunk.  The validation pass also returns the predictions, so the calibrated
+    loss needs no second forward pass.
+    """
+
+    def __init__(self, model, jit: bool):
+        import tensorflow as tf
+
+        self.jit = jit
+        step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True) if jit else model.train_step
+
+        @tf.function(reduce_retracing=True)
+        def train(x, y, order, start, stop, batch):
+            for i in tf.range(start, stop):
+                rows = order[i * batch:(i + 1) * batch]
+                step((tf.gather(x, rows), tf.gather(y, rows)))
+            return model.get_metrics_result()
+
+        @tf.function(reduce_retracing=True)
+        def evaluate(x, y, size, with_pred):
+            model.reset_metrics()
+            n = tf.shape(x)[0]
+            total = tf.constant(0.0, tf.float64)
+            preds = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
+            for k in tf.range((n + size - 1) // size):
+                xb, yb = x[k * size:(k + 1) * size], y[k * size:(k + 1) * size]
+                pred = model(xb, training=False)
+                loss = model.compute_loss(x=xb, y=yb, y_pred=pred, training=False)
+                total += tf.cast(loss, tf.float64) * tf.cast(tf.shape(xb)[0], tf.float64)
+                model.compute_metrics(xb, yb, pred)
+                if with_pred:
+                    preds = preds.write(k, tf.cast(pred, tf.float32))
+            logs = dict(model.get_metrics_result())
+            logs["loss"] = total / tf.cast(n, tf.float64)
+            return logs, (preds.concat() if with_pred else tf.zeros((0,)))
+
+        self.train = train
+        self._evaluate = evaluate
+
+    def evaluate(self, x, y, size: int, with_pred: bool) -> tuple[dict[str, float], np.ndarray | None]:
+        logs, pred = self._evaluate(x, y, size, with_pred)
+        return {k: float(v) for k, v in logs.items()}, (pred.numpy() if with_pred else None)
 
 
 def _looks_like_xla_error(exc: Exception) -> bool:

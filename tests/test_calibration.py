@@ -91,12 +91,16 @@ def test_a_run_scored_by_the_calibrated_loss_logs_it_every_epoch_and_selects_by_
 
 def test_a_soup_continues_the_lineage_from_the_exact_mean_of_its_members(tmp_path, small_digits):
     x, y, xt, yt = small_digits
-    cfg = me.RunConfig(runup_epochs=2, candidate_epochs=2, fixing_epochs=0, cycles=2, population_size=3, seed=0,
-                       fitness_metric="calibrated_loss", soup=True, search=me.SearchSpace(kinds=("learning_rate",
-                                                                                                "weight_decay")))
-    res = me.run(dense_classifier(), me.from_arrays(x, y, x_test=xt, y_test=yt), cfg, run_dir=tmp_path / "run")
-    root = tmp_path / "run"
-    souped = {int(c): v["_cycle"]["decision"] for c, v in res.population.items() if "soup:" in v["_cycle"]["decision"]}
+    for seed in (1, 2, 4):  # whether members improve the winner's average depends on the draw: take the first soup
+        cfg = me.RunConfig(runup_epochs=2, candidate_epochs=2, fixing_epochs=0, cycles=2, population_size=3, seed=seed,
+                           fitness_metric="calibrated_loss", soup=True,
+                           search=me.SearchSpace(kinds=("learning_rate", "weight_decay")))
+        root = tmp_path / f"run{seed}"
+        res = me.run(dense_classifier(), me.from_arrays(x, y, x_test=xt, y_test=yt), cfg, run_dir=root)
+        souped = {int(c): v["_cycle"]["decision"] for c, v in res.population.items()
+                  if "soup:" in v["_cycle"]["decision"]}
+        if souped:
+            break
     assert souped, [v["_cycle"]["decision"] for v in res.population.values()]
     for cycle, decision in souped.items():
         members = [int(m) for m in decision.split("soup: the weights of members ")[1].split(" averaged")[0].split(", ")]
