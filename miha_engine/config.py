@@ -236,6 +236,9 @@ class RunConfig:
         control_member: member 0 of each population keeps the parent's genes (with pop_size >= 2).
         selection: "noise" (a mutant must beat the control by more than the measured noise) or
             "fittest".
+        noise_false_switch: with the noise rule, the chance that noise alone lets the best of M
+            mutants replace the control: the margin is z noise units with P(max of M normals > z)
+            equal to it (at least one unit); 0 (the default) asks each mutant to beat one unit.
         explore_on_plateau: after a cycle where every member tied with the control, draw fresh
             values and two-gene moves.
         fitness: "log_slope" (default) or "original" (first - 2*last).
@@ -283,6 +286,10 @@ class RunConfig:
     selection: str = option("noise", choices=SELECTION_RULES,
                             help="noise: a mutant replaces the control only when it is fitter by more than the "
                             "noise the run measures; fittest: the fittest member always wins")
+    noise_false_switch: float = option(0.0, bounds=(0.0, 0.5),
+                                       help="with the noise rule: the chance that noise alone lets the best of the "
+                                       "cycle's mutants replace the control (the margin grows with the number of "
+                                       "mutants); 0 asks each mutant to beat one noise unit")
     explore_on_plateau: bool = option(True, flags={"--explore": True, "--no-explore": False},
                                       help="when every member ties with the control, the next population draws "
                                       "fresh values and two-gene moves")
@@ -368,6 +375,8 @@ class RunConfig:
             _check(p >= 2, "crossover needs population_size >= 2")
         _check(isinstance(self.selection, str) and self.selection in SELECTION_RULES,
                f"selection must be one of {', '.join(SELECTION_RULES)}, got {self.selection!r}")
+        _check(isinstance(self.noise_false_switch, (int, float)) and 0.0 <= self.noise_false_switch < 1.0,
+               f"noise_false_switch must be in [0, 1), got {self.noise_false_switch!r}")
         if self.batch_size is not None:
             _check(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
                    f"batch_size must be >= 1, got {self.batch_size!r}")

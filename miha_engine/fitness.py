@@ -110,6 +110,17 @@ def noise_margin(control: Sequence[float], sigma: float, formula: str = "log_slo
     return abs(base - fitness(worse, formula, slope_weight, anchor))
 
 
+def family_z(mutants: int, false_switch: float) -> float:
+    """Noise units the best of ``mutants`` null mutants exceeds with probability ``false_switch``:
+    z with P(max of M standard normals > z) = false_switch, i.e. Φ(z)^M = 1 - false_switch.  At
+    least 1 (one unit per mutant, the rule without this correction); 1 when it is off (0)."""
+    if false_switch <= 0 or mutants < 1:
+        return 1.0
+    from statistics import NormalDist
+
+    return max(1.0, NormalDist().inv_cdf((1.0 - false_switch) ** (1.0 / mutants)))
+
+
 def rank_key(score: float, index: int) -> tuple[float, int]:
     """Sort key of a member: fittest first; equal fitness goes to the lower index (the control, if
     any), whatever order members finished in."""

@@ -40,7 +40,15 @@ from .errors import (
     RunFolderError,
 )
 from .evaluators import EvaluatorContext, MemberJob, Parent, make_evaluator
-from .fitness import as_loss, epoch_noise, fitness, metric_direction, noise_margin, rank_key
+from .fitness import (
+    as_loss,
+    epoch_noise,
+    family_z,
+    fitness,
+    metric_direction,
+    noise_margin,
+    rank_key,
+)
 from .genes import Genes
 from .mutation import combine, explore, mutate
 from .runlog import RunFolder, atomic_copy, describe_file, read_events
@@ -528,14 +536,16 @@ class _Loop:
             _, winner, chosen = best[0]
             decision = f"selection: member {winner} ({jobs[winner].change}) is the fittest"
             if cfg.selection == "noise" and control_snap is not None:
-                margin, sigma = self._margin(curves[0], anchor)
-                rule = "noise"
                 mutants = [(scores[j], j) for j in range(1, cfg.population_size) if math.isfinite(scores[j])]
+                z = family_z(len(mutants), cfg.noise_false_switch)
+                margin, sigma = self._margin(curves[0], anchor, z)
+                rule = "noise"
                 top_score, top = max(mutants, key=lambda t: (t[0], -t[1])) if mutants else (-math.inf, -1)
                 gain = top_score - scores[0]
                 plateau = bool(mutants) and all(abs(sc - scores[0]) <= margin for sc, _ in mutants)
                 noise_text = (f"noise {margin:.3g} (epoch-to-epoch spread {sigma:.3g} in log "
-                              f"{self._score_name()})")
+                              f"{self._score_name()}" + (f", ×{z:.2f} for the best of {len(mutants)} mutants"
+                                                          if z > 1.0 else "") + ")")
                 if top >= 0 and gain > margin:
                     winner, chosen = top, next(t[2] for t in best if t[1] == top)
                     decision = (f"noise rule: member {top} ({jobs[top].change}) beats the control by "
@@ -617,9 +627,10 @@ class _Loop:
         """A holdout value as the fitness curve scores it (lower is better)."""
         return self._curve([value], [value], {self._score_name(): [value]})[0]
 
-    def _margin(self, control: list[float], anchor: float | None) -> tuple[float, float]:
+    def _margin(self, control: list[float], anchor: float | None, z: float = 1.0) -> tuple[float, float]:
         """(margin in fitness units, epoch-to-epoch noise in log-loss) from the control's curve (from
-        the parent's loss) and the lineage's last epochs: what a mutant must beat the control by."""
+        the parent's loss) and the lineage's last epochs: what a mutant must beat the control by
+        (``z`` noise units, see :func:`miha_engine.fitness.family_z`)."""
         cfg = self.config
         if cfg.fitness_metric == "loss":
             recent = self.state.main_raw_val if self.backend.data.has_validation else self.state.main_losses
@@ -630,7 +641,7 @@ class _Loop:
         sigma = epoch_noise([recent, ([anchor] if anchor else []) + list(control)])
         if sigma is None:
             return 0.0, 0.0
-        return noise_margin(control, sigma, cfg.fitness, cfg.fitness_slope_weight, anchor), sigma
+        return noise_margin(control, z * sigma, cfg.fitness, cfg.fitness_slope_weight, anchor), sigma
 
     def _anchor(self, parent: Parent, genes: Genes) -> float | None:
         """L0: the parent's score at the fork, the same for every member (see miha_engine.fitness)."""

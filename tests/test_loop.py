@@ -348,3 +348,21 @@ def test_a_kill_after_the_checkpoint_and_before_the_rename_promotes_the_pending_
     folder.pending_best_path(11).write_text("eleven")
     assert not folder.settle_pending_best(7) and folder.model_path("best").read_text() == "seven"
     assert not folder.pending_best()
+
+
+def test_the_noise_rule_for_the_best_of_several_mutants_asks_a_larger_margin(tmp_path):
+    # member 2 beats the control by more than one noise unit, but by less than the best of three null
+    # mutants would by chance one cycle in ten: the corrected rule keeps the control, and says why
+    from miha_engine.fitness import family_z
+
+    script = {(1, 0): [0.50, 0.46, 0.49], (1, 1): [0.50, 0.47, 0.485], (1, 2): [0.49, 0.40, 0.30],
+              (1, 3): [0.52, 0.48, 0.488]}
+    one, one_events, _ = _run(tmp_path, NOISY, name="one", script=script)
+    res, events, _ = _run(tmp_path, NOISY.replace(noise_false_switch=0.1), script=script)
+    first = [e for e in one_events if isinstance(e, ev.CycleDone)][0]
+    assert first.winner == 2 and first.margin < float(first.decision.split("by ")[1].split(" ")[0])
+    done = [e for e in events if isinstance(e, ev.CycleDone)][0]
+    assert done.winner == 0 and done.decision.startswith("noise rule: the control keeps the parent's genes")
+    assert done.margin == pytest.approx(first.margin * family_z(3, 0.1), rel=1e-6)
+    assert f"×{family_z(3, 0.1):.2f} for the best of 3 mutants" in done.decision
+    assert family_z(3, 0.1) == pytest.approx(1.82, abs=0.01) and family_z(3, 0.0) == 1.0
