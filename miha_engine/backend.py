@@ -173,7 +173,7 @@ class KerasBackend:
         self.trainer = Trainer(data, config, cancel, config.seed, calibration=calibration)
         # one sample: a new pooled model builds its compiled loss and metrics eagerly with it
         self.pool = mdl.ModelPool(model, self.spec, self.trainer.steps_per_execution(), self.trainer.jit(model),
-                                  sample=(data.x[:1], data.y[:1]))
+                                  sample=(data.x[:1], data.y[:1]), choices=self.choices)
         self.main = None  # the pooled model that holds the main line now
         # a model of Keras' own layers draws only seeded, stateless randomness: reseeding may keep
         # TensorFlow's kernels (see models.set_random_seed)

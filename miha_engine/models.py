@@ -587,11 +587,30 @@ def dropout_layers(model) -> list[tuple[str, Any]]:
 
 
 class _Knobs:
-    """The variables a pooled model's traced step reads for weight decay and dropout rates."""
+    """The variables a pooled model's traced step reads for weight decay, dropout rates and switched
+    activations."""
 
     def __init__(self) -> None:
         self.weight_decay = None
         self.dropout: dict[str, Any] = {}
+        #: layer path -> (index variable, the activation names it chooses from)
+        self.activation: dict[str, tuple[Any, tuple[str, ...]]] = {}
+
+
+#: Keras layers that apply ``self.activation`` to their output at call time: their activation can be
+#: switched by a variable inside one traced step (see :func:`install_knobs`).
+SWITCHABLE_LAYERS = ("Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose",
+                     "Conv3DTranspose", "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D",
+                     "Activation")
+
+
+def switchable_slots(model, choices: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """The activation slots of ``model`` that one traced step can serve with every choice: a Keras
+    layer that calls its ``activation`` attribute, with more than one choice."""
+    by_path = dict(iter_layers(model))
+    return {path: tuple(names) for path, names in choices.items()
+            if len(names) > 1 and path in by_path and type(by_path[path]).__name__ in SWITCHABLE_LAYERS
+            and type(by_path[path]).__module__.startswith("keras.") and callable(getattr(by_path[path], "activation", None))}
 
 
 _KNOBS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -599,12 +618,37 @@ _KNOBS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 TRACES: collections.Counter = collections.Counter()
 
 
-def install_knobs(model, genes: Genes) -> None:
-    """Give ``model`` (compiled) variables for the genes that can change without a retrace."""
+def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | None = None) -> None:
+    """Give ``model`` (compiled) variables for the genes that can change without a retrace.
+
+    ``switch`` (see :func:`switchable_slots`): layers whose activation becomes a ``tf.switch_case``
+    on an index variable, so one traced step serves every activation of the slot (only the chosen
+    branch runs).  The layer's ``get_config`` names the chosen activation, so a saved archive is
+    plain Keras."""
     import tensorflow as tf
 
     keras = _keras()
     knobs = _Knobs()
+    by_path = dict(iter_layers(model)) if switch else {}
+    for path, names in (switch or {}).items():
+        layer = by_path[path]
+        fns = tuple(keras.activations.get(n) for n in names)
+        var = tf.Variable(0, trainable=False, dtype=tf.int32, name="miha_activation")
+        knobs.activation[path] = (var, tuple(names))
+
+        def switched(x, _var=var, _fns=fns):
+            return tf.switch_case(tf.convert_to_tensor(_var), [(lambda f=f: f(x)) for f in _fns])
+
+        def get_config(_layer=layer, _var=var, _fns=fns, _class=layer.__class__.get_config):
+            current = _layer.activation
+            _layer.activation = _fns[int(_var.numpy())]
+            try:
+                return _class(_layer)
+            finally:
+                _layer.activation = current
+
+        layer.activation = switched
+        layer.get_config = get_config
     opt = model.optimizer
     if genes.weight_decay is not None and opt is not None:
         var = tf.Variable(float(genes.weight_decay), trainable=False, dtype=tf.float32, name="miha_weight_decay")
@@ -714,10 +758,15 @@ def reset_seed_generators(model, seed: int) -> None:
 
 
 def set_knobs(model, genes: Genes) -> None:
-    """Put the genes' weight decay and dropout rates into ``model``'s variables (and attributes)."""
+    """Put the genes' weight decay, dropout rates and switched activations into ``model``'s variables
+    (and attributes)."""
     knobs = _KNOBS.get(model)
     if knobs is None:
         return
+    for path, name in genes.activations:
+        entry = knobs.activation.get(path)
+        if entry is not None:
+            entry[0].assign(entry[1].index(name))
     if knobs.weight_decay is not None and genes.weight_decay is not None:
         knobs.weight_decay.assign(float(genes.weight_decay))
         model.optimizer.weight_decay = float(genes.weight_decay) if genes.weight_decay > 0 else None
@@ -859,7 +908,7 @@ _FRESH_OPTIMIZER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class ModelPool:
-    """Compiled models kept for reuse, one per (activations, optimizer kind).
+    """Compiled models kept for reuse, one per optimizer kind (and activations a switch cannot serve).
 
     Building, compiling and tracing (plus XLA compilation) a fresh model costs more than an epoch
     of a small network; members that differ from a previous one only by learning rate or batch
@@ -867,8 +916,14 @@ class ModelPool:
     out), so memory stays flat over any number of cycles.
     """
 
-    def __init__(self, base, spec: CompileSpec, spe: int, jit, max_size: int = 6, sample=None):
+    def __init__(self, base, spec: CompileSpec, spe: int, jit, max_size: int = 6, sample=None,
+                 choices: Mapping[str, tuple[str, ...]] | None = None):
         self.base = base
+        #: activation slots that one traced step serves with every choice (see :func:`install_knobs`);
+        #: none under XLA: a ``switch_case`` inside an XLA-compiled step crashed TensorFlow 2.20 (a
+        #: segmentation fault, tests/test_cli.py), so XLA keeps one model per activation
+        self._choices = dict(choices or {})
+        self.switched = switchable_slots(base, self._choices) if jit is not True else {}
         #: one training sample (x, y): a new model's compiled loss and metrics are built with it
         self.sample = sample
         self.spec = spec
@@ -880,11 +935,12 @@ class ModelPool:
         self.reused = 0
         self.evicted = 0
 
-    @staticmethod
-    def key(genes: Genes) -> tuple:
-        """What needs its own traced step: the activations, the optimizer's kind and the label
-        smoothing (weight decay, dropout rates, learning rate and batch size do not)."""
-        return (genes.activations, genes.optimizer, genes.label_smoothing, genes.weight_decay is None)
+    def key(self, genes: Genes) -> tuple:
+        """What needs its own traced step: the optimizer's kind, the label smoothing and any activation
+        that no switch serves (switched activations, weight decay, dropout rates, learning rate and
+        batch size do not)."""
+        fixed = tuple((p, a) for p, a in genes.activations if p not in self.switched)
+        return (fixed, genes.optimizer, genes.label_smoothing, genes.weight_decay is None)
 
     def get(self, genes: Genes):
         key = self.key(genes)
@@ -898,11 +954,12 @@ class ModelPool:
             opt.build(model.trainable_variables)
             if self.sample is not None:
                 build_compiled_state(model, *self.sample)
-            install_knobs(model, genes)
+            install_knobs(model, genes, self.switched)
             _FRESH_OPTIMIZER[model] = [np.array(v.numpy(), copy=True) for v in opt.variables]
             self.built += 1
         else:
             self.reused += 1
+            set_knobs(model, genes)
         self._models[key] = model
         while len(self._models) > self.max_size:
             oldest = next(iter(self._models))
@@ -915,3 +972,4 @@ class ModelPool:
         self.jit = False
         self.evicted += len(self._models)
         self._models.clear()
+        self.switched = switchable_slots(self.base, self._choices)

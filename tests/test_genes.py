@@ -86,6 +86,43 @@ def test_switching_back_to_an_optimizer_seen_before_reuses_its_traced_step(small
     assert backend.pool.built == 2 and all(mdl.TRACES[id(m)] == 1 for m in models.values())
 
 
+def test_an_activation_switch_reuses_the_traced_step_and_trains_like_a_model_built_with_it(small_digits, tmp_path):
+    # every activation of a slot is a branch of one traced step: switching (and back) traces nothing
+    # more; a member on the switch trains exactly as a model built with that activation; its archive
+    # is plain Keras and names the activation
+    backend = _backend(small_digits, _model())
+    genes = backend.initial_genes()
+    assert "h" in backend.pool.switched and "elu" in backend.pool.switched["h"]
+    # under XLA a switch crashed TensorFlow: XLA keeps a model per activation
+    assert not mdl.ModelPool(backend.model, backend.spec, 4, True, choices=backend.choices).switched
+    backend.start(genes)
+    parent = backend.snapshot(genes)
+    relu = _train(backend, genes, parent)[0].losses
+    elu_genes = genes.with_activation("h", "elu").replace(optimizer="adam")
+    elu_fit, elu_snap = _train(backend, elu_genes, parent)
+    elu = elu_fit.losses
+    model = backend.pool.get(genes)
+    assert backend.pool.built == 1 and mdl.TRACES[id(model)] == 1
+    assert elu != relu and _train(backend, genes, parent)[0].losses == relu
+    assert backend.pool.built == 1 and mdl.TRACES[id(model)] == 1
+    built = mdl.rebuild(_model(), {"h": "elu"})  # the same weights (the same seed), elu built in
+    built.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    reference = _backend(small_digits, built)
+    assert reference.pool.switched  # its own switch, set to elu
+    eg = reference.initial_genes()
+    assert dict(eg.activations)["h"] == "elu"
+    reference.start(eg)
+    assert _train(reference, eg, reference.snapshot(eg))[0].losses == pytest.approx(elu, rel=1e-6)
+    # the archive of the elu member: plain Keras (safe mode), elu by name, the same outputs
+    member = backend.pool.get(elu_genes)
+    mdl.restore(member, elu_snap, elu_genes)
+    path = mdl.save_model(member, tmp_path / "elu.keras")
+    loaded = mdl.load_model(path)
+    assert loaded.get_layer("h").get_config()["activation"] == "elu"
+    x = small_digits[0][:16]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), member.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
 def test_a_dropout_rate_set_through_the_variable_trains_like_a_model_compiled_with_it(small_digits):
     import keras
 
