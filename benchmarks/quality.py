@@ -415,7 +415,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the same 200 compute epochs as fewer, longer members: 3 members of 5 epochs (lineage 100 epochs)
     "long_members": {"population_size": 3, "candidate_epochs": 5},
     # the noise rule corrected for picking the best of 4 mutants: noise alone switches in 10 % of cycles
+    # (the default since part 6; its records were run under this name before it became the default)
     "family_noise": {"noise_false_switch": 0.1},
+    # each mutant against one noise unit: the rule before part 6 (noise alone switches in half the cycles)
+    "one_unit_noise": {"noise_false_switch": 0.0},
 }
 
 

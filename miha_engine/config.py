@@ -238,7 +238,8 @@ class RunConfig:
             "fittest".
         noise_false_switch: with the noise rule, the chance that noise alone lets the best of M
             mutants replace the control: the margin is z noise units with P(max of M normals > z)
-            equal to it (at least one unit); 0 (the default) asks each mutant to beat one unit.
+            equal to it (at least one unit); 0.1 by default; 0 asks each mutant to beat one unit
+            (the rule before part 6, which let a null mutant win half the cycles of a pop of 5).
         explore_on_plateau: after a cycle where every member tied with the control, draw fresh
             values and two-gene moves.
         fitness: "log_slope" (default) or "original" (first - 2*last).
@@ -286,7 +287,7 @@ class RunConfig:
     selection: str = option("noise", choices=SELECTION_RULES,
                             help="noise: a mutant replaces the control only when it is fitter by more than the "
                             "noise the run measures; fittest: the fittest member always wins")
-    noise_false_switch: float = option(0.0, bounds=(0.0, 0.5),
+    noise_false_switch: float = option(0.1, bounds=(0.0, 0.5),
                                        help="with the noise rule: the chance that noise alone lets the best of the "
                                        "cycle's mutants replace the control (the margin grows with the number of "
                                        "mutants); 0 asks each mutant to beat one noise unit")

@@ -112,7 +112,8 @@ def test_the_noise_rule_keeps_the_parents_genes_when_mutants_only_tie(tmp_path):
     assert done[0].rule == "noise" and done[0].margin > 0 and done[0].plateau
     assert done[0].decision.startswith("noise rule: the control keeps the parent's genes")
     assert "member 2" in done[0].decision and "plateau" in done[0].decision
-    assert "spread" in done[0].decision and "in log val_loss)" in done[0].decision  # names what it measured
+    assert "spread" in done[0].decision and "in log val_loss" in done[0].decision  # names what it measured
+    assert "for the best of 3 mutants" in done[0].decision  # and the correction for picking the best of three
     assert done[0].genes == res.population["1"]["0"]["genes"] and res.population["1"]["_cycle"]["plateau"]
     # after the plateau the next population explores, and says so
     notes = [e.message for e in events if isinstance(e, ev.Note)]
@@ -127,7 +128,7 @@ def test_the_noise_rule_keeps_the_parents_genes_when_mutants_only_tie(tmp_path):
 
 
 def test_the_noise_rule_lets_a_clearly_better_mutant_replace_the_control(tmp_path):
-    script = {(1, 0): [0.50, 0.46, 0.49], (1, 1): [0.45, 0.35, 0.30], (1, 2): [0.49, 0.47, 0.48],
+    script = {(1, 0): [0.50, 0.46, 0.49], (1, 1): [0.45, 0.30, 0.20], (1, 2): [0.49, 0.47, 0.48],
               (1, 3): [0.52, 0.48, 0.488]}
     res, events, _ = _run(tmp_path, NOISY, script=script)
     done = [e for e in events if isinstance(e, ev.CycleDone)][0]
@@ -357,12 +358,13 @@ def test_the_noise_rule_for_the_best_of_several_mutants_asks_a_larger_margin(tmp
 
     script = {(1, 0): [0.50, 0.46, 0.49], (1, 1): [0.50, 0.47, 0.485], (1, 2): [0.49, 0.40, 0.30],
               (1, 3): [0.52, 0.48, 0.488]}
-    one, one_events, _ = _run(tmp_path, NOISY, name="one", script=script)
-    res, events, _ = _run(tmp_path, NOISY.replace(noise_false_switch=0.1), script=script)
+    one, one_events, _ = _run(tmp_path, NOISY.replace(noise_false_switch=0.0), name="one", script=script)
+    res, events, _ = _run(tmp_path, NOISY, script=script)  # the default: 0.1
     first = [e for e in one_events if isinstance(e, ev.CycleDone)][0]
     assert first.winner == 2 and first.margin < float(first.decision.split("by ")[1].split(" ")[0])
     done = [e for e in events if isinstance(e, ev.CycleDone)][0]
     assert done.winner == 0 and done.decision.startswith("noise rule: the control keeps the parent's genes")
     assert done.margin == pytest.approx(first.margin * family_z(3, 0.1), rel=1e-6)
     assert f"×{family_z(3, 0.1):.2f} for the best of 3 mutants" in done.decision
+    assert "for the best of" not in first.decision and me.RunConfig().noise_false_switch == 0.1
     assert family_z(3, 0.1) == pytest.approx(1.82, abs=0.01) and family_z(3, 0.0) == 1.0
