@@ -99,6 +99,7 @@ def test_the_panel_gives_back_a_configuration_it_was_given_and_wires_the_selecti
     qtbot.addWidget(w)
     panel = w.panel
     cfg = RunConfig(batch_size=64, fitness_metric="accuracy", final_anneal=0.1, recycle_after=4, selection="fittest",
+                    noise_false_switch=0.0,
                     explore_on_plateau=False, search=SearchSpace(weight_decay_range=(0.01, 0.5),
                                                                   kinds=("weight_decay", "dropout")))
     panel.apply_config(cfg)
