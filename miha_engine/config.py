@@ -56,6 +56,10 @@ FITNESS_FORMULAS: tuple[str, ...] = ("log_slope", "log_slope_l1", "original")
 #: How a cycle chooses: "noise" keeps the control (the parent's genes) unless a mutant beats it by
 #: more than the noise the run measures; "fittest" takes the fittest member whatever the margin.
 SELECTION_RULES: tuple[str, ...] = ("noise", "fittest")
+#: Options added after runs were already being made, with the value that reproduces how such an older
+#: run behaved: a resume or a fork of it reads its stored configuration with these filled in
+#: (``RunConfig.from_stored``), while a new run gets the option's default.
+STORED_DEFAULTS: dict[str, object] = {"noise_false_switch": 0.0}
 
 
 #: What a crossover child's weights are: the fitter parent's, or the mean of both parents'.
@@ -376,8 +380,10 @@ class RunConfig:
             _check(p >= 2, "crossover needs population_size >= 2")
         _check(isinstance(self.selection, str) and self.selection in SELECTION_RULES,
                f"selection must be one of {', '.join(SELECTION_RULES)}, got {self.selection!r}")
-        _check(isinstance(self.noise_false_switch, (int, float)) and 0.0 <= self.noise_false_switch < 1.0,
-               f"noise_false_switch must be in [0, 1), got {self.noise_false_switch!r}")
+        _check(isinstance(self.noise_false_switch, (int, float)) and not isinstance(self.noise_false_switch, bool)
+               and 0.0 <= self.noise_false_switch <= 0.5,
+               f"noise_false_switch must be in [0, 0.5] (a chance; above 0.5 the margin is one noise unit, as "
+               f"with 0), got {self.noise_false_switch!r}")
         if self.batch_size is not None:
             _check(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
                    f"batch_size must be >= 1, got {self.batch_size!r}")
@@ -458,6 +464,13 @@ class RunConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["search"] = self.search.to_dict()
         return out
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> RunConfig:
+        """A configuration stored in a run folder (``run.json``, the journal): an option added after
+        the run was made takes the value that reproduces how that run chose (see
+        :data:`STORED_DEFAULTS`), so a resume or a fork of an old run goes on as it started."""
+        return cls.from_dict({**STORED_DEFAULTS, **data})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:

@@ -766,6 +766,9 @@ def set_knobs(model, genes: Genes) -> None:
     for path, name in genes.activations:
         entry = knobs.activation.get(path)
         if entry is not None:
+            if name not in entry[1]:
+                raise ValueError(f"layer {path}: activation {name!r} is not one this run's model can switch to "
+                                 f"({', '.join(entry[1])})")
             entry[0].assign(entry[1].index(name))
     if knobs.weight_decay is not None and genes.weight_decay is not None:
         knobs.weight_decay.assign(float(genes.weight_decay))

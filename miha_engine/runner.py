@@ -912,7 +912,7 @@ def _resume_locked(folder: RunFolder, data, listeners, cancel, execution, backen
                              "again into a new folder")
     if info.get("status") == "finished":
         raise RunFolderError(f"the run in {folder.root} has already finished; nothing to resume")
-    config = RunConfig.from_dict(info["config"])
+    config = RunConfig.from_stored(info["config"])
     live: dict[str, Any] = {}
     if execution:
         resumable, live_names = set(RunConfig.resumable_fields()), set(RunConfig.live_fields())
@@ -1025,7 +1025,7 @@ def fork(
     st = replay_events(parent.root)
     completed, step, genes = _fork_point(st, pinfo, name, src)
     # the parent's settings as they were in force after that cycle (later live edits left out)
-    config = RunConfig.from_dict(st.initial_config or pinfo["config"])
+    config = RunConfig.from_stored(st.initial_config or pinfo["config"])
     for cycle, edit in sorted(st.edits.items()):
         if completed is not None and cycle <= completed + 1:
             config = config.replace(**{k: SearchSpace.from_dict(v) if k == "search" else v for k, v in edit.items()})

@@ -125,7 +125,7 @@ class FakeBackend:
 
         root = Path(run_dir)
         info = json.loads((root / "run.json").read_text())
-        config = config or RunConfig.from_dict(info["config"])
+        config = config or RunConfig.from_stored(info["config"])
         state_path = root / "state.json"
         archive = root / (json.loads(state_path.read_text())["model"] if state_path.exists()
                           else "model/model_source.keras")

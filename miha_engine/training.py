@@ -8,7 +8,9 @@ A model XLA cannot compile falls back to plain graph execution, once, and the ru
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -69,15 +71,19 @@ class Trainer:
         self.cancel = cancel
         self.seed = seed
         self._shuffle_counter = 0
-        # the data lives as tensors (on the GPU when there is one) for the whole run: every fit of
-        # every member gathers its batches from them inside the compiled step (see _CompiledLoop)
-        self._x, self._y = tf.constant(data.x), tf.constant(data.y)
-        self._xv = self._yv = None
-        if data.has_validation:
-            self._xv, self._yv = tf.constant(data.x_val), tf.constant(data.y_val)
+        # the data lives as tensors for the whole run: every fit of every member gathers its batches
+        # from them inside the compiled step (see _CompiledLoop); on the GPU when there is one and the
+        # data fits the limit (data_device), else in host memory
+        arrays = [a for a in (data.x, data.y, data.x_val, data.y_val) if a is not None]
+        self.data_device, note = data_device(sum(int(a.nbytes) for a in arrays), bool(tf.config.list_logical_devices("GPU")))
+        self.notes: list[str] = [note] if note else []
+        with tf.device(self.data_device) if self.data_device else contextlib.nullcontext():
+            self._x, self._y = tf.constant(data.x), tf.constant(data.y)
+            self._xv = self._yv = None
+            if data.has_validation:
+                self._xv, self._yv = tf.constant(data.x_val), tf.constant(data.y_val)
         self._eval_batch = max(256, config.batch_size or 32)
         self.xla_failed = False
-        self.notes: list[str] = []
         #: the compiled metrics of the epoch that ended last (read by an epoch callback)
         self.last_metrics: dict[str, float] = {}
         #: (task, from_logits) when every epoch also logs val_calibrated_loss (see miha_engine.calibration)
@@ -113,14 +119,14 @@ class Trainer:
         seed, the fit's shuffle stream, the epoch), so it changes every epoch and a resumed run
         draws exactly what an uninterrupted one drew."""
         rng = np.random.default_rng((self.seed & 0xFFFFFFFF, shuffle & 0xFFFFFFFF, epoch))
-        return rng.permutation(self.data.n_train).astype(np.int32 if self.data.n_train < 2**31 else np.int64)
+        return rng.permutation(self.data.n_train).astype(np.int64)
 
     def _loop(self, model) -> _CompiledLoop:
         """The model's compiled pieces (made once per model and XLA setting; see :class:`_CompiledLoop`)."""
         jit = bool(getattr(model, "jit_compile", False))
         loop = getattr(model, "_miha_loop", None)
-        if loop is None or loop.jit != jit:
-            loop = _CompiledLoop(model, jit)
+        if loop is None or loop.jit != jit or loop.data_device != self.data_device:
+            loop = _CompiledLoop(model, jit, self.data_device)
             model._miha_loop = loop
         return loop
 
@@ -162,7 +168,7 @@ class Trainer:
         loop = self._loop(model)
         spe = self.steps_per_execution(batch_size)
         steps = -(-self.data.n_train // batch_size)
-        batch = tf.constant(batch_size, tf.int32)
+        batch = tf.constant(batch_size, tf.int64)
         losses: list[float] = []
         val_losses: list[float] = []
         metrics: dict[str, list[float]] = {}
@@ -176,12 +182,12 @@ class Trainer:
             logs: dict[str, float] = {}
             for start in range(0, steps, spe):
                 self.cancel.raise_if_cancelled()
-                logs = loop.train(self._x, self._y, order, tf.constant(start, tf.int32),
-                                  tf.constant(min(start + spe, steps), tf.int32), batch)
+                logs = loop.train(self._x, self._y, order, tf.constant(start, tf.int64),
+                                  tf.constant(min(start + spe, steps), tf.int64), batch)
                 if not math.isfinite(float(logs["loss"])):
                     diverged = True
                     break
-            logs = {k: float(v) for k, v in logs.items()}
+            logs = _scalars(logs)
             if not diverged and self._xv is not None:
                 val_logs, pred = loop.evaluate(self._xv, self._yv, self._eval_batch, self.calibration is not None)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
@@ -251,17 +257,23 @@ class _CompiledLoop:
     loss needs no second forward pass.
     """
 
-    def __init__(self, model, jit: bool):
+    def __init__(self, model, jit: bool, data_device: str | None = None):
         import tensorflow as tf
 
         self.jit = jit
+        self.data_device = data_device
         step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True) if jit else model.train_step
+
+        def on_data():  # gather where the data lives (the host when it stays there), train on the device
+            return tf.device(data_device) if data_device else contextlib.nullcontext()
 
         @tf.function(reduce_retracing=True)
         def train(x, y, order, start, stop, batch):
             for i in tf.range(start, stop):
-                rows = order[i * batch:(i + 1) * batch]
-                step((tf.gather(x, rows), tf.gather(y, rows)))
+                with on_data():
+                    rows = order[i * batch:(i + 1) * batch]
+                    xb, yb = tf.gather(x, rows), tf.gather(y, rows)
+                step((xb, yb))
             return model.get_metrics_result()
 
         @tf.function(reduce_retracing=True)
@@ -271,7 +283,8 @@ class _CompiledLoop:
             total = tf.constant(0.0, tf.float64)
             preds = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
             for k in tf.range((n + size - 1) // size):
-                xb, yb = x[k * size:(k + 1) * size], y[k * size:(k + 1) * size]
+                with on_data():
+                    xb, yb = x[k * size:(k + 1) * size], y[k * size:(k + 1) * size]
                 pred = model(xb, training=False)
                 loss = model.compute_loss(x=xb, y=yb, y_pred=pred, training=False)
                 total += tf.cast(loss, tf.float64) * tf.cast(tf.shape(xb)[0], tf.float64)
@@ -287,7 +300,35 @@ class _CompiledLoop:
 
     def evaluate(self, x, y, size: int, with_pred: bool) -> tuple[dict[str, float], np.ndarray | None]:
         logs, pred = self._evaluate(x, y, size, with_pred)
-        return {k: float(v) for k, v in logs.items()}, (pred.numpy() if with_pred else None)
+        return _scalars(logs), (pred.numpy() if with_pred else None)
+
+
+#: The most data (training and validation arrays, in MB) kept in the GPU's memory for a whole run;
+#: more stays in host memory and each batch is copied over.  ``MIHA_DEVICE_DATA_MB`` overrides it.
+DEVICE_DATA_MB = 1024
+
+
+def data_device(nbytes: int, has_gpu: bool) -> tuple[str | None, str]:
+    """Where the run's data tensors live: None (TensorFlow's default device, the GPU when there is one)
+    or "/CPU:0" when a GPU is there but the data is larger than the limit (several Ray workers may
+    share one GPU, each with its own copy); and a note that says so."""
+    if not has_gpu:
+        return None, ""
+    try:
+        limit = float(os.environ.get("MIHA_DEVICE_DATA_MB", DEVICE_DATA_MB))
+    except ValueError:
+        limit = DEVICE_DATA_MB
+    if nbytes <= limit * 2**20:
+        return None, ""
+    return "/CPU:0", (f"the dataset ({nbytes / 2**20:.0f} MB) is larger than the {limit:.0f} MB kept on the GPU for a "
+                      "run: it stays in host memory and each batch is copied to the GPU (MIHA_DEVICE_DATA_MB "
+                      "raises the limit)")
+
+
+def _scalars(logs) -> dict[str, float]:
+    """Keras' logs as floats, without the metrics that give one value per class (``F1Score``'s
+    default): they have no single number to log or score, as the engine's callbacks always skipped."""
+    return {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
 
 
 def _looks_like_xla_error(exc: Exception) -> bool:

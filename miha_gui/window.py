@@ -529,7 +529,7 @@ class MainWindow(QMainWindow):
         engine, which applies it from the next cycle; the banner says so."""
         if not self.running or self.worker is None:
             return
-        running = RunConfig.from_dict(self.state.config) if self.state.config else None
+        running = RunConfig.from_stored(self.state.config) if self.state.config else None
         if running is None:
             return
         try:
@@ -564,7 +564,7 @@ class MainWindow(QMainWindow):
             return False
         try:
             cfg = self.panel.config()
-            parent = RunConfig.from_dict(json.loads((self.run_dir / "run.json").read_text())["config"])
+            parent = RunConfig.from_stored(json.loads((self.run_dir / "run.json").read_text())["config"])
         except (InputError, OSError, ValueError, KeyError) as exc:
             self.show_error(f"Cannot fork: {exc}")
             return False
@@ -617,7 +617,7 @@ class MainWindow(QMainWindow):
         if info.get("status") in ("cancelled", "failed"):
             self.state.status = info["status"]
         try:
-            self.panel.apply_config(RunConfig.from_dict(info.get("config", {})))
+            self.panel.apply_config(RunConfig.from_stored(info.get("config", {})))
         except InputError:
             pass
         self._set_run_dir(path)

@@ -368,3 +368,24 @@ def test_the_noise_rule_for_the_best_of_several_mutants_asks_a_larger_margin(tmp
     assert f"×{family_z(3, 0.1):.2f} for the best of 3 mutants" in done.decision
     assert "for the best of" not in first.decision and me.RunConfig().noise_false_switch == 0.1
     assert family_z(3, 0.1) == pytest.approx(1.82, abs=0.01) and family_z(3, 0.0) == 1.0
+
+
+def test_a_run_made_before_the_noise_correction_resumes_with_the_rule_it_started_with(tmp_path):
+    # run.json of an older run has no noise_false_switch: its resume (and a fork) keeps one noise
+    # unit per mutant, as it chose before the stop; a new run gets the default
+    token = me.CancelToken()
+    _run(tmp_path, NOISY, listeners=[lambda e: isinstance(e, ev.CycleDone) and token.cancel()], cancel=token)
+    root = tmp_path / "run"
+    info = json.loads((root / "run.json").read_text())
+    del info["config"]["noise_false_switch"]
+    (root / "run.json").write_text(json.dumps(info))
+    assert me.RunConfig.from_stored(info["config"]).noise_false_switch == 0.0
+    assert me.RunConfig.from_dict(info["config"]).noise_false_switch == 0.1
+    events: list[ev.Event] = []
+    res = resume(root, backend=FakeBackend.for_resume(root), listeners=[events.append])
+    assert res.status == "finished"
+    assert json.loads((root / "run.json").read_text())["config"]["noise_false_switch"] == 0.0
+    later = [e for e in events if isinstance(e, ev.CycleDone)]
+    assert later and all("for the best of" not in e.decision for e in later)
+    with pytest.raises(me.ConfigError, match="noise_false_switch must be in"):
+        me.RunConfig(noise_false_switch=0.9)

@@ -214,3 +214,41 @@ def test_the_engine_threads_hold_when_the_model_is_built_before_the_run(tmp_path
     # that is what children are told, not the engine's count
     cores = str(len(os.sched_getaffinity(0)))
     assert threads("sys", env) == ["-", cores, cores]
+
+
+def test_a_metric_with_one_value_per_class_is_left_out_of_the_logs_and_trains():
+    # keras.metrics.F1Score gives one value per class: it has no single number to log or score
+    import keras
+
+    data = _data(n=200).with_validation_split(0.2, 0)
+    data = me.from_arrays(data.x, np.eye(10, dtype="float32")[data.y], x_val=data.x_val,
+                          y_val=np.eye(10, dtype="float32")[data.y_val])
+    trainer = Trainer(data, me.RunConfig(validation_split=0.0), me.CancelToken(), 0)
+    model = dense_classifier(seed=1)
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy", keras.metrics.F1Score()])
+    result = trainer.fit(model, 32, 2, lambda *a: None)
+    assert set(result.metrics) == {"accuracy", "val_accuracy"} and all(np.isfinite(result.losses + result.val_losses))
+
+
+def test_data_too_large_for_the_gpu_stays_in_host_memory_and_trains_alike(monkeypatch):
+    from miha_engine import training
+
+    assert training.data_device(10 * 2**30, has_gpu=False) == (None, "")
+    assert training.data_device(2**20, has_gpu=True) == (None, "")
+    where, note = training.data_device(2 * 2**30, has_gpu=True)
+    assert where == "/CPU:0" and "stays in host memory" in note and "MIHA_DEVICE_DATA_MB" in note
+    monkeypatch.setenv("MIHA_DEVICE_DATA_MB", "4096")
+    assert training.data_device(2 * 2**30, has_gpu=True) == (None, "")
+    # the host-memory path (gathers pinned to the CPU) trains exactly as the default one
+    data = _data(n=300).with_validation_split(0.2, 0)
+    losses = {}
+    for forced in (False, True):
+        if forced:
+            monkeypatch.setattr(training, "data_device", lambda nbytes, has_gpu: ("/CPU:0", "kept on the host"))
+        trainer = Trainer(data, me.RunConfig(validation_split=0.0), me.CancelToken(), 3)
+        model = dense_classifier(seed=1)
+        model.compile(optimizer="adam", loss=model.loss, metrics=["accuracy"], jit_compile=False)
+        fit = trainer.fit(model, 32, 2, lambda *a: None, shuffle=1)
+        losses[forced] = (fit.losses, fit.val_losses)
+        assert trainer.notes == (["kept on the host"] if forced else [])
+    assert losses[True] == losses[False]
