@@ -396,7 +396,21 @@ class CompileSpec:
 
 
 def compile_spec(model, config: RunConfig) -> CompileSpec:
-    """Read loss, metrics and optimizer from the model's compile config (or the run config)."""
+    """Read loss, metrics and optimizer from the model's compile config (or the run config).
+
+    Raises:
+        ModelLoadError: the model is not compiled and no loss is given, or it computes in mixed
+            precision (which MIHA does not train yet: its members' optimizers would lose their loss
+            scale and train to NaN).
+    """
+    mixed = sorted({getattr(getattr(layer, "dtype_policy", None), "name", "") for layer in model._flatten_layers()}
+                   - {"", "float32", "float64", "float16", "bfloat16"})
+    if any(name.startswith("mixed") for name in mixed) or type(getattr(model, "optimizer", None)).__name__ == \
+            "LossScaleOptimizer":
+        raise ModelLoadError(
+            f"the model computes in mixed precision ({', '.join(mixed) or 'a loss-scale optimizer'}), which MIHA "
+            "does not train yet (its members would lose the loss scale and train to NaN); build or load it under "
+            "keras.mixed_precision.set_global_policy('float32') and train it with MIHA in float32")
     if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
         cfg = model.get_compile_config() or {}
         loss = model.loss

@@ -160,3 +160,23 @@ def test_switching_optimizer_starts_from_a_truly_fresh_state(small_digits):
             np.asarray(v) for v in opt.variables if "accumulator" in v.name]
         assert values and all(np.allclose(v, value) for v in values), name
         assert int(np.asarray(member.optimizer.iterations)) == 0
+
+
+def test_a_mixed_precision_model_is_refused_with_what_to_do(tmp_path, small_digits):
+    # its members' optimizers would lose the loss scale and train to NaN: refused before anything runs
+    import keras
+    import pytest
+
+    import miha_engine as me
+
+    x, y, _, _ = small_digits
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax", dtype="float32")])
+        model.compile("adam", "sparse_categorical_crossentropy")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with pytest.raises(me.ModelLoadError, match="mixed precision.*set_global_policy\\('float32'\\)"):
+        me.run(model, me.from_arrays(x, y), RunConfig(runup_epochs=1, cycles=0), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "model").exists()
