@@ -193,6 +193,7 @@ class KerasBackend:
         import keras
 
         keras.utils.set_random_seed(config.seed)
+        mdl.refuse_mixed_precision(model)
         spec = mdl.compile_spec(model, config)
         info = mdl.summarize(model)
         validate(data, info.input_shape, info.output_shape, spec.task)

@@ -395,22 +395,20 @@ class CompileSpec:
         return _from_logits(self.loss)
 
 
-def compile_spec(model, config: RunConfig) -> CompileSpec:
-    """Read loss, metrics and optimizer from the model's compile config (or the run config).
-
-    Raises:
-        ModelLoadError: the model is not compiled and no loss is given, or it computes in mixed
-            precision (which MIHA does not train yet: its members' optimizers would lose their loss
-            scale and train to NaN).
-    """
-    mixed = sorted({getattr(getattr(layer, "dtype_policy", None), "name", "") for layer in model._flatten_layers()}
-                   - {"", "float32", "float64", "float16", "bfloat16"})
-    if any(name.startswith("mixed") for name in mixed) or type(getattr(model, "optimizer", None)).__name__ == \
-            "LossScaleOptimizer":
+def refuse_mixed_precision(model) -> None:
+    """Raise ModelLoadError when ``model`` computes in mixed precision, which MIHA does not train yet:
+    its members' loss-scale optimizers would be reset to zeros and train to NaN."""
+    mixed = sorted({layer.dtype_policy.name for layer in model._flatten_layers()
+                    if getattr(getattr(layer, "dtype_policy", None), "name", "").startswith("mixed")})
+    if mixed or type(getattr(model, "optimizer", None)).__name__ == "LossScaleOptimizer":
         raise ModelLoadError(
             f"the model computes in mixed precision ({', '.join(mixed) or 'a loss-scale optimizer'}), which MIHA "
             "does not train yet (its members would lose the loss scale and train to NaN); build or load it under "
             "keras.mixed_precision.set_global_policy('float32') and train it with MIHA in float32")
+
+
+def compile_spec(model, config: RunConfig) -> CompileSpec:
+    """Read loss, metrics and optimizer from the model's compile config (or the run config)."""
     if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
         cfg = model.get_compile_config() or {}
         loss = model.loss
@@ -975,8 +973,7 @@ class ModelPool:
             _FRESH_OPTIMIZER[model] = [np.array(v.numpy(), copy=True) for v in opt.variables]
             self.built += 1
         else:
-            self.reused += 1
-            set_knobs(model, genes)
+            self.reused += 1  # its knobs (activation switches among them) are set by restore()
         self._models[key] = model
         while len(self._models) > self.max_size:
             oldest = next(iter(self._models))

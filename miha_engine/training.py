@@ -169,6 +169,8 @@ class Trainer:
         spe = self.steps_per_execution(batch_size)
         steps = -(-self.data.n_train // batch_size)
         batch = tf.constant(batch_size, tf.int64)
+        # each compiled call's first and end step, made once per fit (the same every epoch)
+        chunks = [(tf.constant(a, tf.int64), tf.constant(min(a + spe, steps), tf.int64)) for a in range(0, steps, spe)]
         losses: list[float] = []
         val_losses: list[float] = []
         metrics: dict[str, list[float]] = {}
@@ -180,10 +182,9 @@ class Trainer:
             order = tf.constant(self.epoch_order(shuffle, epoch))
             model.reset_metrics()
             logs: dict[str, float] = {}
-            for start in range(0, steps, spe):
+            for start, stop in chunks:
                 self.cancel.raise_if_cancelled()
-                logs = loop.train(self._x, self._y, order, tf.constant(start, tf.int64),
-                                  tf.constant(min(start + spe, steps), tf.int64), batch)
+                logs = loop.train(self._x, self._y, order, start, stop, batch)
                 if not math.isfinite(float(logs["loss"])):
                     diverged = True
                     break
