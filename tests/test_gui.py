@@ -85,6 +85,9 @@ def test_full_run_draws_everything_and_reopens_identically(qtbot, win, files, tm
     # the decisions' long texts wrap: they never force the window wider (that made every plot repaint)
     decision = win.state.decisions[2]
     assert len(decision) > 100 and win.table.decision.text() == decision
+    # the whole decision is in the tooltip, with the noise rule's correction for the best of 2 mutants
+    assert win.table.decision.toolTip() == decision
+    assert decision.startswith("noise rule") and "for the best of 2 mutants" in decision
     with_text = win.minimumSizeHint().width()
     win.table.decision.setText("")
     assert with_text <= win.minimumSizeHint().width() + 20
