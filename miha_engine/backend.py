@@ -172,8 +172,11 @@ class KerasBackend:
         calibration = (self.spec.task, self.spec.from_logits) if config.fitness_metric == CALIBRATED else None
         self.trainer = Trainer(data, config, cancel, config.seed, calibration=calibration)
         # one sample: a new pooled model builds its compiled loss and metrics eagerly with it
+        # every optimizer kind a member may take, the model's own first: one traced step serves them all
+        first = mdl.initial_genes(model, self.spec, config, self.choices).optimizer
+        kinds = (first, *config.search.optimizers) if "optimizer" in config.search.kinds else (first,)
         self.pool = mdl.ModelPool(model, self.spec, self.trainer.steps_per_execution(), self.trainer.jit(model),
-                                  sample=(data.x[:1], data.y[:1]), choices=self.choices)
+                                  sample=(data.x[:1], data.y[:1]), choices=self.choices, optimizers=kinds)
         self.main = None  # the pooled model that holds the main line now
         # a model of Keras' own layers draws only seeded, stateless randomness: reseeding may keep
         # TensorFlow's kernels (see models.set_random_seed)

@@ -12,7 +12,7 @@ import copy
 import os
 import weakref
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -542,7 +542,9 @@ def initial_genes(model, spec: CompileSpec, config: RunConfig, choices: Mapping[
 # the instance), and a restore assigns the genes' values to them: a member with another weight decay
 # or dropout rate reuses the traced step.  The Python attributes are kept equal to the variables, so
 # a saved archive holds the values it trained with and loads as plain Keras.  Label smoothing lives
-# in the loss, which Keras traces with a Python ``if``: a new smoothing value is a new pooled model.
+# in the loss, which Keras traces with a Python ``if``: a pooled model gets its own loss instance
+# whose function smooths the labels by a variable first (exactly Keras' formula) and then calls
+# Keras' own function without smoothing.
 
 #: Losses whose Keras class takes ``label_smoothing``.
 SMOOTHABLE_LOSSES = {
@@ -571,11 +573,12 @@ def loss_label_smoothing(loss: Any) -> float | None:
     return 0.0
 
 
-def smoothed_loss(loss: Any, label_smoothing: float | None):
-    """``loss`` with the given label smoothing (the loss itself when there is nothing to change)."""
+def smoothed_loss(loss: Any, label_smoothing: float | None, fresh: bool = False):
+    """``loss`` with the given label smoothing (the loss itself when there is nothing to change,
+    unless ``fresh``: then always a new instance of its Keras class, which a pooled model may patch)."""
     if label_smoothing is None or _loss_key(loss) not in SMOOTHABLE_LOSSES:
         return loss
-    if loss_label_smoothing(loss) == float(label_smoothing):
+    if loss_label_smoothing(loss) == float(label_smoothing) and not fresh:
         return loss
     keras = _keras()
     cls = getattr(keras.losses, SMOOTHABLE_LOSSES[_loss_key(loss)])
@@ -607,6 +610,10 @@ class _Knobs:
         self.dropout: dict[str, Any] = {}
         #: layer path -> (index variable, the activation names it chooses from)
         self.activation: dict[str, tuple[Any, tuple[str, ...]]] = {}
+        #: (index variable, optimizer kind -> built optimizer) when one traced step serves every kind
+        self.optimizer: tuple[Any, dict[str, Any]] | None = None
+        #: (smoothing variable, the compiled loss instance) when the loss smooths labels
+        self.label_smoothing: tuple[Any, Any] | None = None
 
 
 #: Keras layers that apply ``self.activation`` to their output at call time: their activation can be
@@ -626,21 +633,48 @@ def switchable_slots(model, choices: Mapping[str, tuple[str, ...]]) -> dict[str,
 
 
 _KNOBS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-#: How many times each pooled model's train step was traced (by ``id(model)``): a test counts retraces.
+#: How many times each model's training chunk (with its train step) was traced, by ``id(model)``:
+#: a test counts retraces.
 TRACES: collections.Counter = collections.Counter()
 
 
-def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | None = None) -> None:
+def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | None = None,
+                  optimizers: Mapping[str, Any] | None = None) -> None:
     """Give ``model`` (compiled) variables for the genes that can change without a retrace.
 
     ``switch`` (see :func:`switchable_slots`): layers whose activation becomes a ``tf.switch_case``
     on an index variable, so one traced step serves every activation of the slot (only the chosen
     branch runs).  The layer's ``get_config`` names the chosen activation, so a saved archive is
-    plain Keras."""
+    plain Keras.
+
+    ``optimizers``: one built optimizer per kind (the model's own among them), each built on the
+    model's trainable variables.  Their ``apply`` becomes a ``tf.switch_case`` on an index variable
+    over each one's own Keras ``apply``, so the traced step serves every kind; :func:`select_optimizer`
+    makes the chosen one ``model.optimizer`` (its state, learning rate, config and archive are that
+    plain Keras optimizer's) and sets the index."""
     import tensorflow as tf
 
     keras = _keras()
     knobs = _Knobs()
+    if optimizers and len(optimizers) > 1:
+        index = tf.Variable(0, trainable=False, dtype=tf.int32, name="miha_optimizer")
+        knobs.optimizer = (index, dict(optimizers))
+        applies = [type(o).apply.__get__(o) for o in optimizers.values()]  # each kind's own Keras apply
+
+        def apply(grads, trainable_variables=None, _index=index, _applies=applies):
+            grads = list(grads)
+            variables = None if trainable_variables is None else list(trainable_variables)
+
+            def branch(fn):
+                def run():
+                    fn(grads, variables)  # clipping, weight decay, the update, constraints, its iterations
+                    return tf.constant(0)
+                return run
+
+            tf.switch_case(tf.convert_to_tensor(_index), [branch(f) for f in _applies])
+
+        for o in optimizers.values():
+            o.apply = apply
     by_path = dict(iter_layers(model)) if switch else {}
     for path, names in (switch or {}).items():
         layer = by_path[path]
@@ -661,15 +695,14 @@ def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | N
 
         layer.activation = switched
         layer.get_config = get_config
-    opt = model.optimizer
-    if genes.weight_decay is not None and opt is not None:
+    opts = list(knobs.optimizer[1].values()) if knobs.optimizer else [model.optimizer]
+    if genes.weight_decay is not None and model.optimizer is not None:
         var = tf.Variable(float(genes.weight_decay), trainable=False, dtype=tf.float32, name="miha_weight_decay")
         knobs.weight_decay = var
+    for opt in opts if knobs.weight_decay is not None else ():
         class_config = type(opt).get_config
-        key = id(model)
 
-        def apply_weight_decay(variables, _opt=opt, _var=var, _key=key):
-            TRACES[_key] += 1  # Python runs here only while the train step is traced
+        def apply_weight_decay(variables, _opt=opt, _var=var):
             def decay():
                 for variable in variables:
                     if _opt._use_weight_decay(variable):
@@ -679,14 +712,35 @@ def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | N
 
             tf.cond(_var > 0, decay, lambda: tf.constant(False))
 
-        def get_config(_opt=opt, _var=var):
-            cfg = class_config(_opt)
+        def get_config(_opt=opt, _var=var, _class=class_config):
+            cfg = _class(_opt)
             wd = float(_var.numpy())
             cfg["weight_decay"] = wd if wd > 0 or type(_opt).__name__ == "AdamW" else None
             return cfg
 
         opt._apply_weight_decay = apply_weight_decay
         opt.get_config = get_config
+    loss = getattr(model, "loss", None)
+    if genes.label_smoothing is not None and type(loss).__name__ in SMOOTHABLE_LOSSES.values() and callable(
+            getattr(loss, "fn", None)):
+        # float64, as Keras computes ``1 - smoothing`` and ``0.5 * smoothing`` on Python floats
+        var = tf.Variable(float(genes.label_smoothing), trainable=False, dtype=tf.float64, name="miha_smoothing")
+        knobs.label_smoothing = (var, loss)
+        binary = type(loss).__name__.startswith("Binary")
+
+        def smoothed(y_true, y_pred, label_smoothing=0.0, _fn=loss.fn, _var=var, _binary=binary, **kwargs):
+            # what Keras' loss function does for ``if label_smoothing:``, with the smoothing read from
+            # the variable (a smoothing of 0 leaves the labels exactly as they are)
+            y_pred = tf.convert_to_tensor(y_pred)
+            y_true = tf.cast(y_true, y_pred.dtype)
+            keep = tf.cast(1.0 - _var, y_pred.dtype)
+            if _binary:
+                y_true = y_true * keep + tf.cast(0.5 * _var, y_pred.dtype)
+            else:
+                y_true = y_true * keep + tf.cast(_var, y_pred.dtype) / tf.cast(tf.shape(y_true)[-1], y_pred.dtype)
+            return _fn(y_true, y_pred, label_smoothing=0.0, **kwargs)
+
+        loss.fn = smoothed
     for path, layer in dropout_layers(model):
         var = tf.Variable(float(layer.rate), trainable=False, dtype=tf.float32, name="miha_dropout")
         knobs.dropout[path] = var
@@ -775,6 +829,7 @@ def set_knobs(model, genes: Genes) -> None:
     knobs = _KNOBS.get(model)
     if knobs is None:
         return
+    select_optimizer(model, genes.optimizer)
     for path, name in genes.activations:
         entry = knobs.activation.get(path)
         if entry is not None:
@@ -782,6 +837,11 @@ def set_knobs(model, genes: Genes) -> None:
                 raise ValueError(f"layer {path}: activation {name!r} is not one this run's model can switch to "
                                  f"({', '.join(entry[1])})")
             entry[0].assign(entry[1].index(name))
+    if knobs.label_smoothing is not None and genes.label_smoothing is not None:
+        var, loss = knobs.label_smoothing
+        var.assign(float(genes.label_smoothing))
+        loss.label_smoothing = float(genes.label_smoothing)  # what its get_config (an archive) names
+        loss._fn_kwargs["label_smoothing"] = float(genes.label_smoothing)
     if knobs.weight_decay is not None and genes.weight_decay is not None:
         knobs.weight_decay.assign(float(genes.weight_decay))
         model.optimizer.weight_decay = float(genes.weight_decay) if genes.weight_decay > 0 else None
@@ -793,6 +853,22 @@ def set_knobs(model, genes: Genes) -> None:
         if var is not None:
             var.assign(float(rate))
             by_path[path].rate = float(rate)
+
+
+def select_optimizer(model, kind: str) -> None:
+    """Make the model's optimizer of ``kind`` its ``model.optimizer`` (and the one its archive names),
+    and point the traced step's switch at it; nothing for a model without an optimizer switch."""
+    knobs = _KNOBS.get(model)
+    if knobs is None or knobs.optimizer is None:
+        return
+    index, optimizers = knobs.optimizer
+    if kind not in optimizers:
+        raise ValueError(f"optimizer {kind!r} is not one this run's model can switch to ({', '.join(optimizers)})")
+    opt = optimizers[kind]
+    if model.optimizer is not opt:
+        model.optimizer = opt
+        model._compile_config.config["optimizer"] = opt  # what get_compile_config (an archive) names
+    index.assign(list(optimizers).index(kind))
 
 
 # -- building members ---------------------------------------------------------------------------
@@ -896,6 +972,7 @@ def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | Non
         True when the optimizer state was carried over.
     """
     model.set_weights(snap.weights if weights is None else weights)
+    select_optimizer(model, genes.optimizer)
     opt = model.optimizer
     if not opt.built:
         opt.build(model.trainable_variables)
@@ -907,7 +984,7 @@ def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | Non
                 v.assign(a)
             carried = True
     if not carried:
-        fresh = _FRESH_OPTIMIZER.get(model)
+        fresh = _FRESH_OPTIMIZER.get(opt)
         if fresh is None or len(fresh) != len(opt.variables):
             fresh = [np.zeros(tuple(v.shape), dtype=v.dtype) for v in opt.variables]
         for v, a in zip(opt.variables, fresh):
@@ -917,13 +994,20 @@ def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | Non
     return carried
 
 
-#: Each pooled model's optimizer variables as first built (Adagrad's accumulators start at 0.1,
+#: Each pooled optimizer's variables as first built (Adagrad's accumulators start at 0.1,
 #: Nadam's u_product at 1): a reset to "a fresh optimizer" restores these, not zeros.
 _FRESH_OPTIMIZER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+#: The most memory (MB) an optimizer switch may spend on the state of every optimizer kind of the
+#: search space (two slots per weight, float32, each kind); above it a model keeps one pooled model
+#: per optimizer kind instead, built only when a member first uses that kind.
+OPTIMIZER_SWITCH_MB = 256
+
+
 class ModelPool:
-    """Compiled models kept for reuse, one per optimizer kind (and activations a switch cannot serve).
+    """Compiled models kept for reuse: one, whose traced step serves every optimizer kind and switched
+    activation of the run (else one per optimizer kind, label smoothing and activations no switch serves).
 
     Building, compiling and tracing (plus XLA compilation) a fresh model costs more than an epoch
     of a small network; members that differ from a previous one only by learning rate or batch
@@ -932,16 +1016,22 @@ class ModelPool:
     """
 
     def __init__(self, base, spec: CompileSpec, spe: int, jit, max_size: int = 6, sample=None,
-                 choices: Mapping[str, tuple[str, ...]] | None = None):
+                 choices: Mapping[str, tuple[str, ...]] | None = None, optimizers: Sequence[str] = ()):
         self.base = base
+        self.spec = spec
         #: activation slots that one traced step serves with every choice (see :func:`install_knobs`);
         #: none under XLA: a ``switch_case`` inside an XLA-compiled step crashed TensorFlow 2.20 (a
         #: segmentation fault, tests/test_cli.py), so XLA keeps one model per activation
         self._choices = dict(choices or {})
         self.switched = switchable_slots(base, self._choices) if jit is not True else {}
+        #: optimizer kinds that one traced step serves (see :func:`install_knobs`); a kind outside them
+        #: (the search space edited during the run) gets a pooled model of its own
+        self._kinds = tuple(dict.fromkeys(o.lower() for o in optimizers))
+        self.optimizer_kinds = self._switch_kinds(jit)
+        #: a loss whose label smoothing one traced step serves (through a variable, see install_knobs)
+        self._smoothable = _loss_key(spec.loss) in SMOOTHABLE_LOSSES
         #: one training sample (x, y): a new model's compiled loss and metrics are built with it
         self.sample = sample
-        self.spec = spec
         self.spe = spe
         self.jit = jit
         self.max_size = max_size
@@ -950,30 +1040,54 @@ class ModelPool:
         self.reused = 0
         self.evicted = 0
 
+    def _switch_kinds(self, jit) -> tuple[str, ...]:
+        """The optimizer kinds one traced step serves: none under XLA (as for activations), with a
+        single kind, with an optimizer that keeps more than its slots (an EMA, accumulated gradients),
+        or when every kind's state would take more than ``OPTIMIZER_SWITCH_MB``."""
+        template = self.spec.optimizer_template
+        if jit is True or len(self._kinds) < 2 or (template is not None and (
+                getattr(template, "use_ema", False) or getattr(template, "gradient_accumulation_steps", None))):
+            return ()
+        weights = sum(int(np.prod(w.shape)) for w in self.base.trainable_weights)
+        if weights * 4 * 2 * len(self._kinds) / 2**20 > OPTIMIZER_SWITCH_MB:
+            return ()
+        return self._kinds
+
     def key(self, genes: Genes) -> tuple:
-        """What needs its own traced step: the optimizer's kind, the label smoothing and any activation
-        that no switch serves (switched activations, weight decay, dropout rates, learning rate and
-        batch size do not)."""
+        """What needs its own traced step: the label smoothing, an optimizer kind and any activation
+        that no switch serves (switched optimizers and activations, weight decay, dropout rates,
+        learning rate and batch size do not)."""
         fixed = tuple((p, a) for p, a in genes.activations if p not in self.switched)
-        return (fixed, genes.optimizer, genes.label_smoothing, genes.weight_decay is None)
+        kind = "*" if genes.optimizer in self.optimizer_kinds else genes.optimizer
+        smoothing = genes.label_smoothing if genes.label_smoothing is None or not self._smoothable else "*"
+        return (fixed, kind, smoothing, genes.weight_decay is None)
 
     def get(self, genes: Genes):
+        """A compiled model for ``genes`` (its optimizer of their kind selected); its state is whatever
+        it last held: :func:`restore` a snapshot into it."""
         key = self.key(genes)
         model = self._models.pop(key, None)
         if model is None:
             model = rebuild(self.base, dict(genes.activations))
             template = self.spec.optimizer_template
             opt = make_optimizer(genes.optimizer, genes.learning_rate, template)
-            model.compile(optimizer=opt, loss=smoothed_loss(self.spec.loss, genes.label_smoothing),
+            model.compile(optimizer=opt, loss=smoothed_loss(self.spec.loss, genes.label_smoothing, fresh=True),
                           metrics=self.spec.metrics, steps_per_execution=self.spe, jit_compile=self.jit)
-            opt.build(model.trainable_variables)
+            optimizers = {genes.optimizer: opt}
+            if key[1] == "*":
+                optimizers = {kind: optimizers.get(kind) or make_optimizer(
+                    kind, OPTIMIZER_DEFAULT_LR.get(kind, float(genes.learning_rate)), template)
+                    for kind in self.optimizer_kinds}
+            for o in optimizers.values():
+                o.build(model.trainable_variables)
+                _FRESH_OPTIMIZER[o] = [np.array(v.numpy(), copy=True) for v in o.variables]
             if self.sample is not None:
                 build_compiled_state(model, *self.sample)
-            install_knobs(model, genes, self.switched)
-            _FRESH_OPTIMIZER[model] = [np.array(v.numpy(), copy=True) for v in opt.variables]
+            install_knobs(model, genes, self.switched, optimizers)
             self.built += 1
         else:
-            self.reused += 1  # its knobs (activation switches among them) are set by restore()
+            self.reused += 1  # its other knobs (activation switches among them) are set by restore()
+        select_optimizer(model, genes.optimizer)
         self._models[key] = model
         while len(self._models) > self.max_size:
             oldest = next(iter(self._models))
@@ -987,3 +1101,4 @@ class ModelPool:
         self.evicted += len(self._models)
         self._models.clear()
         self.switched = switchable_slots(self.base, self._choices)
+        self.optimizer_kinds = self._switch_kinds(False)

@@ -268,8 +268,13 @@ class _CompiledLoop:
         def on_data():  # gather where the data lives (the host when it stays there), train on the device
             return tf.device(data_device) if data_device else contextlib.nullcontext()
 
+        from .models import TRACES
+
+        key = id(model)
+
         @tf.function(reduce_retracing=True)
         def train(x, y, order, start, stop, batch):
+            TRACES[key] += 1  # Python runs here only while the chunk (and the train step in it) is traced
             for i in tf.range(start, stop):
                 with on_data():
                     rows = order[i * batch:(i + 1) * batch]
