@@ -53,7 +53,7 @@ def child(mode: str) -> dict:
     loop.train(*args)
     t3 = time.perf_counter()
     epochs: list[float] = []
-    backend.train_main(genes, 8, lambda e, loss, val, s: epochs.append(s), shuffle=2)
+    backend.train_main(genes, int(os.environ.get("MIHA_BENCH_EPOCHS", 8)), lambda e, loss, val, s: epochs.append(s), shuffle=2)
     return {"mode": mode, "kinds": list(backend.pool.optimizer_kinds) or [genes.optimizer],
             "trace_s": t1 - t0, "first_call_s": t2 - t1, "second_call_s": t3 - t2,
             "steady_epoch_s": statistics.median(epochs[1:])}

@@ -265,7 +265,7 @@ def _recycling(command):
             if getattr(a, "data", None):
                 args += ["--data", str(Path(a.data).resolve())]
             args += ["--verbose"] * bool(getattr(a, "verbose", False)) + ["--quiet"] * bool(getattr(a, "quiet", False))
-            print(f"miha: {req.models} models traced; restarting the engine to give their memory back "
+            print(f"miha: {req.why}; restarting the engine to give its memory back "
                   f"(resuming after cycle {req.cycle})", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()

@@ -41,8 +41,10 @@ class RecycleRequested(Exception):  # noqa: N818 - a request, not an error
     the run (see ``RunConfig.recycle_after``): TensorFlow keeps memory for every model it has traced,
     and only a new process gives it back.  Raised only where the caller allowed it."""
 
-    def __init__(self, run_dir, cycle: int, models: int):
-        super().__init__(f"restart the engine to resume {run_dir} after cycle {cycle} ({models} models traced)")
+    def __init__(self, run_dir, cycle: int, models: int, why: str = ""):
+        #: why, in words: "N models traced" or "memory grew N MB"
+        self.why = why or f"{models} models traced"
+        super().__init__(f"restart the engine to resume {run_dir} after cycle {cycle} ({self.why})")
         self.run_dir, self.cycle, self.models = run_dir, cycle, models
 
 

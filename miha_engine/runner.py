@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import os
 import platform
 import sys
 import time
@@ -88,6 +89,22 @@ class Checkpoint:
 #: Only a caller that can start the fresh process sets it: the CLI (which re-executes itself as
 #: ``miha resume``) and the app's engine process (whose parent starts the resume).
 RECYCLING = {"allowed": False}
+
+
+def current_rss_mb() -> float | None:
+    """This process's resident memory in MB (psutil where installed, else Linux's /proc); None where
+    neither answers."""
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def allow_recycling(allowed: bool = True) -> None:
@@ -214,6 +231,8 @@ class _Loop:
         #: (hidden archive, description) of a model_best state no checkpoint has recorded yet
         self._pending_best: tuple[Path, str] | None = None
         self._collected_at = 0  # models evicted from the pool when garbage was last collected
+        self._rss_base: float | None = None  # this process's RSS (MB) at the end of its first cycle
+        self._rss_cycles = 0  # cycles ended in this process
 
     # -- events and records ------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
@@ -598,10 +617,29 @@ class _Loop:
             # costs ≈0.2 s with TensorFlow loaded (it ran after every cycle: 5 % of an article run)
             gc.collect()
             self._collected_at = evicted
-        if RECYCLING["allowed"] and cfg.recycle_after and cycle < cfg.cycles and built >= cfg.recycle_after:
+        if not RECYCLING["allowed"] or cycle >= cfg.cycles:
+            return
+        if cfg.recycle_after and built >= cfg.recycle_after:
             self.note(f"after cycle {cycle}: {built} models traced in this process; the engine restarts in a "
                       "fresh process to give TensorFlow's memory back, and resumes from this checkpoint")
             raise RecycleRequested(folder.root, cycle, built)
+        grown = self._rss_growth()
+        if cfg.recycle_rss_mb and grown is not None and grown > cfg.recycle_rss_mb:
+            self.note(f"after cycle {cycle}: this process's memory grew {grown:.0f} MB since its first cycle (more "
+                      f"than recycle_rss_mb, {cfg.recycle_rss_mb}); the engine restarts in a fresh process to give "
+                      "it back, and resumes from this checkpoint")
+            raise RecycleRequested(folder.root, cycle, built, f"memory grew {grown:.0f} MB")
+
+    def _rss_growth(self) -> float | None:
+        """MB this process's RSS grew since the end of its first cycle; None until it has run 3 cycles
+        (a fresh process never restarts at once) or where the RSS cannot be read."""
+        rss = current_rss_mb()
+        self._rss_cycles += 1
+        if rss is None:
+            return None
+        if self._rss_base is None:
+            self._rss_base = rss
+        return rss - self._rss_base if self._rss_cycles >= 3 else None
 
     def _soup(self, winner: int, kept: dict[int, Snapshot], curves: dict[int, list[float]]):
         """A greedy soup (Wortsman et al., 2022): from the winner's weights, add each other member

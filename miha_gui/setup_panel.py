@@ -72,7 +72,7 @@ FITNESS_METRICS = (("auto: calibrated loss for a classifier, else loss", "auto")
 #: search-space and selection settings the panel does not show: kept as applied, so a configuration
 #: loaded into the panel comes back out unchanged
 _SPACE_KEPT = ("lr_factors", "weight_decay_range", "dropout_range", "label_smoothing_range")
-_CONFIG_KEPT = ("fitness", "fitness_slope_weight", "final_anneal", "recycle_after", "noise_false_switch",
+_CONFIG_KEPT = ("fitness", "fitness_slope_weight", "final_anneal", "recycle_after", "recycle_rss_mb", "noise_false_switch",
                 "crossover_weights", "validation_split", "tensorboard")
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import miha_engine as me
 from miha_engine.process import EngineProcess, Job
@@ -45,7 +46,7 @@ def test_a_recycled_engine_trains_exactly_the_lineage_of_an_uninterrupted_run(tm
                           str(tmp_path / "cli"), "--quiet"], capture_output=True, text=True, timeout=240,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "restarting the engine to give their memory back" in out.stderr
+    assert "models traced; restarting the engine to give its memory back" in out.stderr
     assert json.loads(out.stdout)["status"] == "finished"
     kinds = _kinds(tmp_path / "cli")
     assert kinds.count("run_resumed") == 1 and kinds[-1] == "run_finished"
@@ -63,3 +64,39 @@ def test_a_recycled_engine_trains_exactly_the_lineage_of_an_uninterrupted_run(tm
     assert _lineage(tmp_path / "app") == _lineage(tmp_path / "api")
     info = json.loads((tmp_path / "app" / "run.json").read_text())
     assert info["status"] == "finished"
+
+
+def test_a_process_whose_memory_grows_past_its_budget_restarts_and_the_lineage_is_unchanged(tmp_path, small_digits):
+    # no model count is reached (recycle_after 0): the trigger is the process's own RSS, read at each
+    # cycle's end against its first cycle's. A listener holds 96 MB of touched memory from cycle 2 on,
+    # so at the end of cycle 3 (the first check: a process runs 3 cycles before it may restart) the
+    # growth passes the 48 MB budget; the run stops at that checkpoint and resumes exactly
+    from miha_engine.errors import RecycleRequested
+    from miha_engine.runner import allow_recycling, current_rss_mb
+
+    assert current_rss_mb() is not None  # Linux: /proc (or psutil)
+    x, y, xt, yt = small_digits
+    data = me.from_arrays(x, y, x_test=xt, y_test=yt)
+    cfg = CFG.replace(cycles=4, population_size=2, recycle_after=0, recycle_rss_mb=48)
+    ref = me.run(dense_classifier(hidden=8), data, cfg, run_dir=tmp_path / "ref")
+    assert ref.status == "finished"
+
+    held: list[np.ndarray] = []
+
+    def hog(e):
+        if getattr(e, "kind", "") == "cycle_done" and e.cycle == 2 and not held:
+            held.append(np.ones(96 * 2**20 // 8))
+
+    seen: list = []
+    allow_recycling(True)
+    try:
+        with pytest.raises(RecycleRequested) as req:
+            me.run(dense_classifier(hidden=8), data, cfg, run_dir=tmp_path / "run", listeners=[hog, seen.append])
+    finally:
+        allow_recycling(False)
+    assert req.value.cycle == 3 and req.value.why.startswith("memory grew ")
+    assert any("recycle_rss_mb" in getattr(e, "message", "") for e in seen)
+    held.clear()
+    res = me.resume(tmp_path / "run", data)
+    assert res.status == "finished"
+    assert _lineage(tmp_path / "run") == _lineage(tmp_path / "ref")

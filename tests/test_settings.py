@@ -49,7 +49,8 @@ def test_the_cli_offers_every_field_with_its_help_and_choices():
 def test_resume_everywhere_changes_exactly_the_resumable_fields():
     resumable = set(RunConfig.resumable_fields())
     assert resumable == {"evaluator", "ray_address", "ray_cpus_per_member", "ray_gpus_per_member",
-                         "ray_max_retries", "steps_per_execution", "jit_compile", "tensorboard", "recycle_after"}
+                         "ray_max_retries", "steps_per_execution", "jit_compile", "tensorboard", "recycle_after",
+                         "recycle_rss_mb"}
     live = set(RunConfig.live_fields())
     assert live == {"candidate_epochs", "fixing_epochs", "population_size", "search"}
     resume_opts = set(_actions(_subparser("resume"))) - {"run_dir", "data", "quiet", "verbose"}
@@ -98,7 +99,8 @@ def test_the_panel_gives_back_a_configuration_it_was_given_and_wires_the_selecti
     w = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
     qtbot.addWidget(w)
     panel = w.panel
-    cfg = RunConfig(batch_size=64, fitness_metric="accuracy", final_anneal=0.1, recycle_after=4, selection="fittest",
+    cfg = RunConfig(batch_size=64, fitness_metric="accuracy", final_anneal=0.1, recycle_after=4, recycle_rss_mb=0,
+                    selection="fittest",
                     noise_false_switch=0.0,
                     explore_on_plateau=False, search=SearchSpace(weight_decay_range=(0.01, 0.5),
                                                                   kinds=("weight_decay", "dropout")))
