@@ -326,11 +326,12 @@ class RunConfig:
     recycle_after: int = option(12, resumable=True, bounds=(0, 1000),
                                 help="restart the engine's process after this many newly traced models (the "
                                 "run resumes exactly from its checkpoint; TensorFlow's memory comes back); "
-                                "0 never; the CLI and the app do it, the Python API does not; Ray workers are "
+                                "0 never (recycle_rss_mb is the memory trigger); the CLI and the app do it, the Python API does not; Ray workers are "
                                 "replaced after as many, whatever started the run")
     recycle_rss_mb: int = option(40, resumable=True, bounds=(0, 1_000_000),
                                  help="also restart the engine's process when its memory (RSS) has grown this many "
-                                 "MB since the end of its first cycle, after at least 3 cycles in it; 0 never")
+                                 "MB (at least four copies of the weights) since the end of its second cycle, "
+                                 "checked from its fourth; 0 never")
     evaluator: str = option("local", choices=EVALUATORS, resumable=True,
                             help="where each population's members train: local (this process) or ray "
                             "(Ray workers in parallel; pip install 'miha[ray]')")

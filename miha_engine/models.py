@@ -573,6 +573,24 @@ def loss_label_smoothing(loss: Any) -> float | None:
     return 0.0
 
 
+def smoothing_by_variable(loss: Any) -> bool:
+    """Whether a pooled model may read ``loss``'s label smoothing from a variable (see
+    :func:`install_knobs`): Keras' own loss, given by name, function or an instance of exactly its
+    class.  A subclass or a function of the user's own that goes by a Keras name is kept as given
+    (each smoothing value then has its own pooled model)."""
+    key = _loss_key(loss)
+    if key not in SMOOTHABLE_LOSSES:
+        return False
+    if isinstance(loss, str):
+        return True
+    cls = getattr(_keras().losses, SMOOTHABLE_LOSSES[key])
+    if isinstance(loss, type) or not callable(loss):
+        return False
+    if type(loss) is cls:
+        return True
+    return not hasattr(loss, "get_config") and getattr(loss, "__module__", "").startswith("keras.")
+
+
 def smoothed_loss(loss: Any, label_smoothing: float | None, fresh: bool = False):
     """``loss`` with the given label smoothing (the loss itself when there is nothing to change,
     unless ``fresh``: then always a new instance of its Keras class, which a pooled model may patch)."""
@@ -639,7 +657,7 @@ TRACES: collections.Counter = collections.Counter()
 
 
 def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | None = None,
-                  optimizers: Mapping[str, Any] | None = None) -> None:
+                  optimizers: Mapping[str, Any] | None = None, smoothing: bool = False) -> None:
     """Give ``model`` (compiled) variables for the genes that can change without a retrace.
 
     ``switch`` (see :func:`switchable_slots`): layers whose activation becomes a ``tf.switch_case``
@@ -651,7 +669,10 @@ def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | N
     model's trainable variables.  Their ``apply`` becomes a ``tf.switch_case`` on an index variable
     over each one's own Keras ``apply``, so the traced step serves every kind; :func:`select_optimizer`
     makes the chosen one ``model.optimizer`` (its state, learning rate, config and archive are that
-    plain Keras optimizer's) and sets the index."""
+    plain Keras optimizer's) and sets the index.
+
+    ``smoothing``: the compiled loss is this model's own instance of a Keras loss class (see
+    :func:`smoothing_by_variable`), whose function may read the label smoothing from a variable."""
     import tensorflow as tf
 
     keras = _keras()
@@ -721,8 +742,8 @@ def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | N
         opt._apply_weight_decay = apply_weight_decay
         opt.get_config = get_config
     loss = getattr(model, "loss", None)
-    if genes.label_smoothing is not None and type(loss).__name__ in SMOOTHABLE_LOSSES.values() and callable(
-            getattr(loss, "fn", None)):
+    if smoothing and genes.label_smoothing is not None and type(loss) is getattr(
+            keras.losses, SMOOTHABLE_LOSSES.get(_loss_key(loss), ""), None) and callable(getattr(loss, "fn", None)):
         # float64, as Keras computes ``1 - smoothing`` and ``0.5 * smoothing`` on Python floats
         var = tf.Variable(float(genes.label_smoothing), trainable=False, dtype=tf.float64, name="miha_smoothing")
         knobs.label_smoothing = (var, loss)
@@ -1000,9 +1021,12 @@ _FRESH_OPTIMIZER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 #: The most memory (MB) an optimizer switch may spend on the state of every optimizer kind of the
-#: search space (two slots per weight, float32, each kind); above it a model keeps one pooled model
-#: per optimizer kind instead, built only when a member first uses that kind.
+#: search space (float32 slots per weight, each kind); above it a model keeps one pooled model per
+#: optimizer kind instead, built only when a member first uses that kind.
 OPTIMIZER_SWITCH_MB = 256
+#: Slots per weight of each kind as MIHA builds it (SGD with momentum; a kind not listed counts 3).
+_OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2, "rmsprop": 1, "adadelta": 2, "nadam": 2, "adamax": 2,
+                    "adagrad": 1}
 
 
 class ModelPool:
@@ -1029,7 +1053,7 @@ class ModelPool:
         self._kinds = tuple(dict.fromkeys(o.lower() for o in optimizers))
         self.optimizer_kinds = self._switch_kinds(jit)
         #: a loss whose label smoothing one traced step serves (through a variable, see install_knobs)
-        self._smoothable = _loss_key(spec.loss) in SMOOTHABLE_LOSSES
+        self._smoothable = smoothing_by_variable(spec.loss)
         #: one training sample (x, y): a new model's compiled loss and metrics are built with it
         self.sample = sample
         self.spe = spe
@@ -1045,11 +1069,18 @@ class ModelPool:
         single kind, with an optimizer that keeps more than its slots (an EMA, accumulated gradients),
         or when every kind's state would take more than ``OPTIMIZER_SWITCH_MB``."""
         template = self.spec.optimizer_template
-        if jit is True or len(self._kinds) < 2 or (template is not None and (
-                getattr(template, "use_ema", False) or getattr(template, "gradient_accumulation_steps", None))):
+        if jit is True or len(self._kinds) < 2:
+            return ()
+        if template is not None and (
+                getattr(template, "use_ema", False) or getattr(template, "gradient_accumulation_steps", None)
+                # the train step scales the loss by the optimizer it was traced with, and only apply is
+                # switched: an optimizer that scales its loss, or a class of the user's own, keeps its model
+                or getattr(template, "loss_scale_factor", None) is not None
+                or not type(template).__module__.startswith("keras.")):
             return ()
         weights = sum(int(np.prod(w.shape)) for w in self.base.trainable_weights)
-        if weights * 4 * 2 * len(self._kinds) / 2**20 > OPTIMIZER_SWITCH_MB:
+        slots = sum(_OPTIMIZER_SLOTS.get(kind, 3) for kind in self._kinds)
+        if weights * 4 * slots / 2**20 > OPTIMIZER_SWITCH_MB:
             return ()
         return self._kinds
 
@@ -1071,7 +1102,8 @@ class ModelPool:
             model = rebuild(self.base, dict(genes.activations))
             template = self.spec.optimizer_template
             opt = make_optimizer(genes.optimizer, genes.learning_rate, template)
-            model.compile(optimizer=opt, loss=smoothed_loss(self.spec.loss, genes.label_smoothing, fresh=True),
+            model.compile(optimizer=opt, loss=smoothed_loss(self.spec.loss, genes.label_smoothing,
+                                                            fresh=self._smoothable),
                           metrics=self.spec.metrics, steps_per_execution=self.spe, jit_compile=self.jit)
             optimizers = {genes.optimizer: opt}
             if key[1] == "*":
@@ -1083,7 +1115,7 @@ class ModelPool:
                 _FRESH_OPTIMIZER[o] = [np.array(v.numpy(), copy=True) for v in o.variables]
             if self.sample is not None:
                 build_compiled_state(model, *self.sample)
-            install_knobs(model, genes, self.switched, optimizers)
+            install_knobs(model, genes, self.switched, optimizers, smoothing=self._smoothable)
             self.built += 1
         else:
             self.reused += 1  # its other knobs (activation switches among them) are set by restore()

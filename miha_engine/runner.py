@@ -231,7 +231,7 @@ class _Loop:
         #: (hidden archive, description) of a model_best state no checkpoint has recorded yet
         self._pending_best: tuple[Path, str] | None = None
         self._collected_at = 0  # models evicted from the pool when garbage was last collected
-        self._rss_base: float | None = None  # this process's RSS (MB) at the end of its first cycle
+        self._rss_base: float | None = None  # this process's RSS (MB) at the end of its second cycle
         self._rss_cycles = 0  # cycles ended in this process
 
     # -- events and records ------------------------------------------------------------------
@@ -624,22 +624,28 @@ class _Loop:
                       "fresh process to give TensorFlow's memory back, and resumes from this checkpoint")
             raise RecycleRequested(folder.root, cycle, built)
         grown = self._rss_growth()
-        if cfg.recycle_rss_mb and grown is not None and grown > cfg.recycle_rss_mb:
-            self.note(f"after cycle {cycle}: this process's memory grew {grown:.0f} MB since its first cycle (more "
-                      f"than recycle_rss_mb, {cfg.recycle_rss_mb}); the engine restarts in a fresh process to give "
-                      "it back, and resumes from this checkpoint")
+        # a few copies of the weights (snapshots of the parent and the kept members) come and go
+        # with a cycle's work: a larger model gets a larger allowance
+        budget = max(cfg.recycle_rss_mb, 4 * 4 * backend.param_count() / 2**20)
+        if cfg.recycle_rss_mb and grown is not None and grown > budget:
+            self.note(f"after cycle {cycle}: this process's memory grew {grown:.0f} MB since its second cycle (more "
+                      f"than {budget:.0f} MB, recycle_rss_mb); the engine restarts in a fresh process to give it "
+                      "back, and resumes from this checkpoint")
             raise RecycleRequested(folder.root, cycle, built, f"memory grew {grown:.0f} MB")
 
     def _rss_growth(self) -> float | None:
-        """MB this process's RSS grew since the end of its first cycle; None until it has run 3 cycles
-        (a fresh process never restarts at once) or where the RSS cannot be read."""
-        rss = current_rss_mb()
+        """MB this process's RSS grew since the end of its second cycle; None until it has ended 4
+        (a fresh process's first cycles allocate what every cycle reuses, and it never restarts at
+        once) or where the RSS cannot be read."""
         self._rss_cycles += 1
+        if self._rss_cycles < 2:
+            return None
+        rss = current_rss_mb()
         if rss is None:
             return None
         if self._rss_base is None:
             self._rss_base = rss
-        return rss - self._rss_base if self._rss_cycles >= 3 else None
+        return rss - self._rss_base if self._rss_cycles >= 4 else None
 
     def _soup(self, winner: int, kept: dict[int, Snapshot], curves: dict[int, list[float]]):
         """A greedy soup (Wortsman et al., 2022): from the winner's weights, add each other member

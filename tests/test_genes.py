@@ -238,3 +238,27 @@ def test_a_run_mutates_the_new_genes_and_a_fitness_metric_scores_members(tmp_pat
     assert set(info["test_metrics"]["best"]) >= {"loss", "accuracy"}
     with pytest.raises(me.InputError, match="not one of the model's compiled metrics"):
         me.run(_model(), me.from_arrays(x, y), cfg.replace(fitness_metric="auc"), run_dir=tmp_path / "bad")
+
+
+def test_a_loss_or_optimizer_of_the_users_own_is_kept_and_not_switched(small_digits):
+    # a loss subclass of the user's own (going by a Keras name) is compiled as given, never replaced by
+    # Keras' class: smoothing then gets a pooled model per value; an optimizer that scales its loss is
+    # not switched (the train step scales by the optimizer it was traced with)
+    import keras
+
+    @keras.saving.register_keras_serializable(package="miha_test")
+    class Heavier(keras.losses.CategoricalCrossentropy):
+        def call(self, y_true, y_pred):
+            return 2.0 * super().call(y_true, y_pred)
+
+    backend = _backend(small_digits, _model(loss=Heavier()), one_hot=True)
+    genes = backend.initial_genes()
+    assert genes.label_smoothing == 0.0 and not mdl.smoothing_by_variable(backend.spec.loss)
+    backend.start(genes)
+    assert type(backend.main.loss) is Heavier
+    parent = backend.snapshot(genes)
+    _train(backend, genes.replace(label_smoothing=0.1), parent)
+    assert backend.pool.built == 2 and mdl.smoothing_by_variable(keras.losses.CategoricalCrossentropy())
+    scaled = _model()
+    scaled.compile(optimizer=keras.optimizers.Adam(loss_scale_factor=8.0), loss="sparse_categorical_crossentropy")
+    assert _backend(small_digits, scaled).pool.optimizer_kinds == ()

@@ -68,8 +68,8 @@ def test_a_recycled_engine_trains_exactly_the_lineage_of_an_uninterrupted_run(tm
 
 def test_a_process_whose_memory_grows_past_its_budget_restarts_and_the_lineage_is_unchanged(tmp_path, small_digits):
     # no model count is reached (recycle_after 0): the trigger is the process's own RSS, read at each
-    # cycle's end against its first cycle's. A listener holds 96 MB of touched memory from cycle 2 on,
-    # so at the end of cycle 3 (the first check: a process runs 3 cycles before it may restart) the
+    # cycle's end against its second cycle's. A listener holds 96 MB of touched memory from cycle 3 on,
+    # so at the end of cycle 4 (the first check: a process runs 4 cycles before it may restart) the
     # growth passes the 48 MB budget; the run stops at that checkpoint and resumes exactly
     from miha_engine.errors import RecycleRequested
     from miha_engine.runner import allow_recycling, current_rss_mb
@@ -77,14 +77,14 @@ def test_a_process_whose_memory_grows_past_its_budget_restarts_and_the_lineage_i
     assert current_rss_mb() is not None  # Linux: /proc (or psutil)
     x, y, xt, yt = small_digits
     data = me.from_arrays(x, y, x_test=xt, y_test=yt)
-    cfg = CFG.replace(cycles=4, population_size=2, recycle_after=0, recycle_rss_mb=48)
+    cfg = CFG.replace(cycles=5, population_size=2, recycle_after=0, recycle_rss_mb=48)
     ref = me.run(dense_classifier(hidden=8), data, cfg, run_dir=tmp_path / "ref")
     assert ref.status == "finished"
 
     held: list[np.ndarray] = []
 
     def hog(e):
-        if getattr(e, "kind", "") == "cycle_done" and e.cycle == 2 and not held:
+        if getattr(e, "kind", "") == "cycle_done" and e.cycle == 3 and not held:
             held.append(np.ones(96 * 2**20 // 8))
 
     seen: list = []
@@ -94,7 +94,7 @@ def test_a_process_whose_memory_grows_past_its_budget_restarts_and_the_lineage_i
             me.run(dense_classifier(hidden=8), data, cfg, run_dir=tmp_path / "run", listeners=[hog, seen.append])
     finally:
         allow_recycling(False)
-    assert req.value.cycle == 3 and req.value.why.startswith("memory grew ")
+    assert req.value.cycle == 4 and req.value.why.startswith("memory grew ")
     assert any("recycle_rss_mb" in getattr(e, "message", "") for e in seen)
     held.clear()
     res = me.resume(tmp_path / "run", data)
