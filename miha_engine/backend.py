@@ -79,6 +79,7 @@ class Backend(Protocol):
     def snapshot(self, genes: Genes) -> Snapshot: ...
     def set_main(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None) -> None: ...
     def save_main(self, path: Path) -> None: ...
+    def main_archive_writer(self) -> Callable[[Path], Any]: ...
     def train_member(self, genes: Genes, parent: Snapshot, cycle: int, index: int, epochs: int,
                      on_epoch: EpochCallback) -> tuple[FitResult, TrainedMember]: ...
     def holdout_loss(self, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | None = None,
@@ -120,6 +121,12 @@ class _LiveMember:
         from . import models as mdl
 
         mdl.save_model(self.model, path)
+
+    def archive_writer(self):
+        """A writer of this member's archive as it is now (the pooled model trains the next member)."""
+        from . import models as mdl
+
+        return mdl.archive_writer(self.model)
 
     def snapshot(self) -> Snapshot:
         from . import models as mdl
@@ -172,11 +179,8 @@ class KerasBackend:
         calibration = (self.spec.task, self.spec.from_logits) if config.fitness_metric == CALIBRATED else None
         self.trainer = Trainer(data, config, cancel, config.seed, calibration=calibration)
         # one sample: a new pooled model builds its compiled loss and metrics eagerly with it
-        # every optimizer kind a member may take, the model's own first: one traced step serves them all
-        first = mdl.initial_genes(model, self.spec, config, self.choices).optimizer
-        kinds = (first, *config.search.optimizers) if "optimizer" in config.search.kinds else (first,)
         self.pool = mdl.ModelPool(model, self.spec, self.trainer.steps_per_execution(), self.trainer.jit(model),
-                                  sample=(data.x[:1], data.y[:1]), choices=self.choices, optimizers=kinds)
+                                  sample=(data.x[:1], data.y[:1]), choices=self.choices)
         self.main = None  # the pooled model that holds the main line now
         # a model of Keras' own layers draws only seeded, stateless randomness: reseeding may keep
         # TensorFlow's kernels (see models.set_random_seed)
@@ -283,6 +287,13 @@ class KerasBackend:
         from . import models as mdl
 
         mdl.save_model(self.main, path)
+
+    def main_archive_writer(self):
+        """A function ``write(path)`` of the main line's archive as it is now, to run later (see
+        :func:`miha_engine.models.archive_writer`)."""
+        from . import models as mdl
+
+        return mdl.archive_writer(self.main)
 
     def test_metrics(self) -> dict[str, float]:
         if not self.data.has_test:

@@ -82,6 +82,14 @@ class MemberOutcome:
         assert self.trained is not None, "a failed member has no archive"
         self.trained.write_archive(path)
 
+    def archive_writer(self) -> Callable[[Path], Any]:
+        """A function that writes this member's archive later, whatever trains meanwhile: the trained
+        member's own (a copy of its state) where it has one, else its ``write_archive`` (a member
+        from another process holds its archive's bytes already)."""
+        assert self.trained is not None, "a failed member has no archive"
+        capture = getattr(self.trained, "archive_writer", None)
+        return capture() if capture is not None else self.trained.write_archive
+
     def snapshot(self) -> Snapshot:
         assert self.trained is not None, "a failed member has no state"
         return self.trained.snapshot()

@@ -12,7 +12,7 @@ import copy
 import os
 import weakref
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -628,8 +628,6 @@ class _Knobs:
         self.dropout: dict[str, Any] = {}
         #: layer path -> (index variable, the activation names it chooses from)
         self.activation: dict[str, tuple[Any, tuple[str, ...]]] = {}
-        #: (index variable, optimizer kind -> built optimizer) when one traced step serves every kind
-        self.optimizer: tuple[Any, dict[str, Any]] | None = None
         #: (smoothing variable, the compiled loss instance) when the loss smooths labels
         self.label_smoothing: tuple[Any, Any] | None = None
 
@@ -657,7 +655,7 @@ TRACES: collections.Counter = collections.Counter()
 
 
 def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | None = None,
-                  optimizers: Mapping[str, Any] | None = None, smoothing: bool = False) -> None:
+                  smoothing: bool = False) -> None:
     """Give ``model`` (compiled) variables for the genes that can change without a retrace.
 
     ``switch`` (see :func:`switchable_slots`): layers whose activation becomes a ``tf.switch_case``
@@ -665,37 +663,12 @@ def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | N
     branch runs).  The layer's ``get_config`` names the chosen activation, so a saved archive is
     plain Keras.
 
-    ``optimizers``: one built optimizer per kind (the model's own among them), each built on the
-    model's trainable variables.  Their ``apply`` becomes a ``tf.switch_case`` on an index variable
-    over each one's own Keras ``apply``, so the traced step serves every kind; :func:`select_optimizer`
-    makes the chosen one ``model.optimizer`` (its state, learning rate, config and archive are that
-    plain Keras optimizer's) and sets the index.
-
     ``smoothing``: the compiled loss is this model's own instance of a Keras loss class (see
     :func:`smoothing_by_variable`), whose function may read the label smoothing from a variable."""
     import tensorflow as tf
 
     keras = _keras()
     knobs = _Knobs()
-    if optimizers and len(optimizers) > 1:
-        index = tf.Variable(0, trainable=False, dtype=tf.int32, name="miha_optimizer")
-        knobs.optimizer = (index, dict(optimizers))
-        applies = [type(o).apply.__get__(o) for o in optimizers.values()]  # each kind's own Keras apply
-
-        def apply(grads, trainable_variables=None, _index=index, _applies=applies):
-            grads = list(grads)
-            variables = None if trainable_variables is None else list(trainable_variables)
-
-            def branch(fn):
-                def run():
-                    fn(grads, variables)  # clipping, weight decay, the update, constraints, its iterations
-                    return tf.constant(0)
-                return run
-
-            tf.switch_case(tf.convert_to_tensor(_index), [branch(f) for f in _applies])
-
-        for o in optimizers.values():
-            o.apply = apply
     by_path = dict(iter_layers(model)) if switch else {}
     for path, names in (switch or {}).items():
         layer = by_path[path]
@@ -716,11 +689,10 @@ def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | N
 
         layer.activation = switched
         layer.get_config = get_config
-    opts = list(knobs.optimizer[1].values()) if knobs.optimizer else [model.optimizer]
-    if genes.weight_decay is not None and model.optimizer is not None:
+    opt = model.optimizer
+    if genes.weight_decay is not None and opt is not None:
         var = tf.Variable(float(genes.weight_decay), trainable=False, dtype=tf.float32, name="miha_weight_decay")
         knobs.weight_decay = var
-    for opt in opts if knobs.weight_decay is not None else ():
         class_config = type(opt).get_config
 
         def apply_weight_decay(variables, _opt=opt, _var=var):
@@ -850,7 +822,6 @@ def set_knobs(model, genes: Genes) -> None:
     knobs = _KNOBS.get(model)
     if knobs is None:
         return
-    select_optimizer(model, genes.optimizer)
     for path, name in genes.activations:
         entry = knobs.activation.get(path)
         if entry is not None:
@@ -874,22 +845,6 @@ def set_knobs(model, genes: Genes) -> None:
         if var is not None:
             var.assign(float(rate))
             by_path[path].rate = float(rate)
-
-
-def select_optimizer(model, kind: str) -> None:
-    """Make the model's optimizer of ``kind`` its ``model.optimizer`` (and the one its archive names),
-    and point the traced step's switch at it; nothing for a model without an optimizer switch."""
-    knobs = _KNOBS.get(model)
-    if knobs is None or knobs.optimizer is None:
-        return
-    index, optimizers = knobs.optimizer
-    if kind not in optimizers:
-        raise ValueError(f"optimizer {kind!r} is not one this run's model can switch to ({', '.join(optimizers)})")
-    opt = optimizers[kind]
-    if model.optimizer is not opt:
-        model.optimizer = opt
-        model._compile_config.config["optimizer"] = opt  # what get_compile_config (an archive) names
-    index.assign(list(optimizers).index(kind))
 
 
 # -- building members ---------------------------------------------------------------------------
@@ -972,6 +927,81 @@ def save_model(model, path: str | Path) -> Path:
     return atomic_write(Path(path), model.save)
 
 
+_RECORDING_STORE: list = []
+
+
+def _recording_store(h5_store):
+    """A stand-in for Keras' weights store (a subclass of its ``H5IOStore``, which Keras' saver
+    insists on) that writes nothing: it keeps a copy of every entry (path, metadata, the variables'
+    values) in order, for :func:`archive_writer` to write later."""
+    if not _RECORDING_STORE:
+        class RecordingStore(h5_store):
+            def __init__(self) -> None:  # no file: nothing of H5IOStore's own state is used
+                self.entries: list[tuple[str, dict | None, list[tuple[str, np.ndarray]]]] = []
+
+            def __bool__(self) -> bool:  # Keras saves a saveable's variables only "if weights_store"
+                return True
+
+            def make(self, path, metadata=None):
+                self.entries.append((path, metadata, []))
+                return self
+
+            def __setitem__(self, key, value) -> None:
+                from keras import ops
+
+                self.entries[-1][2].append((key, np.array(ops.convert_to_numpy(value), copy=True)))
+
+            def close(self) -> None:
+                pass
+
+        _RECORDING_STORE.append(RecordingStore)
+    return _RECORDING_STORE[0]()
+
+
+def archive_writer(model):
+    """A function ``write(path)`` that saves ``model``'s ``.keras`` archive *as it is now*, whatever
+    happens to the model afterwards: the config is serialized and every variable copied here, and
+    the archive is laid out later (on another thread) by Keras' own stores, exactly as ``model.save``
+    lays it out.  Where Keras' saver is not the one this was written against, or a layer keeps
+    assets (a lookup table's vocabulary), the copy is a whole archive written into memory now.
+    ``tests/test_models.py`` compares its archives with Keras' own."""
+    try:
+        from keras.src.saving import saving_lib as sl
+
+        serialize, save_state = sl._serialize_model_as_json, sl._save_state
+        names = (sl._METADATA_FILENAME, sl._CONFIG_FILENAME, sl._VARS_FNAME_H5, sl._ASSETS_DIRNAME)
+        stores = (sl.H5IOStore, sl.DiskIOStore)
+    except (ImportError, AttributeError):
+        serialize = None
+    if serialize is None or any(hasattr(layer, "save_assets") for layer in model._flatten_layers()):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="miha-archive-") as tmp:
+            data = save_model(model, Path(tmp) / "model.keras").read_bytes()
+        return lambda path: atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+    config_json, metadata_json = serialize(model)
+    metadata_name, config_name, vars_name, assets_name = names
+    h5_store, disk_store = stores
+    record = _recording_store(h5_store)
+    save_state(model, weights_store=record, assets_store=None, inner_path="", visited_saveables=set())
+
+    def lay_out(tmp: Path) -> None:
+        with open(tmp, "wb") as f, zipfile.ZipFile(f, "w") as zf:
+            zf.writestr(metadata_name, metadata_json)
+            zf.writestr(config_name, config_json)
+            weights = h5_store(vars_name, archive=zf, mode="w")
+            try:
+                for path, metadata, values in record.entries:
+                    weights.make(path, metadata=metadata)
+                    for key, value in values:
+                        weights[key] = value
+            finally:
+                weights.close()
+            disk_store(assets_name, archive=zf, mode="w").close()
+
+    return lambda path: atomic_write(Path(path), lay_out)
+
+
 # -- snapshots and the model pool ----------------------------------------------------------------
 
 def snapshot(model, genes: Genes) -> Snapshot:
@@ -993,7 +1023,6 @@ def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | Non
         True when the optimizer state was carried over.
     """
     model.set_weights(snap.weights if weights is None else weights)
-    select_optimizer(model, genes.optimizer)
     opt = model.optimizer
     if not opt.built:
         opt.build(model.trainable_variables)
@@ -1020,18 +1049,9 @@ def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | Non
 _FRESH_OPTIMIZER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-#: The most memory (MB) an optimizer switch may spend on the state of every optimizer kind of the
-#: search space (float32 slots per weight, each kind); above it a model keeps one pooled model per
-#: optimizer kind instead, built only when a member first uses that kind.
-OPTIMIZER_SWITCH_MB = 256
-#: Slots per weight of each kind as MIHA builds it (SGD with momentum; a kind not listed counts 3).
-_OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2, "rmsprop": 1, "adadelta": 2, "nadam": 2, "adamax": 2,
-                    "adagrad": 1}
-
-
 class ModelPool:
-    """Compiled models kept for reuse: one, whose traced step serves every optimizer kind and switched
-    activation of the run (else one per optimizer kind, label smoothing and activations no switch serves).
+    """Compiled models kept for reuse, one per optimizer kind (and activations a switch cannot serve;
+    label smoothing too where the loss is the user's own class).
 
     Building, compiling and tracing (plus XLA compilation) a fresh model costs more than an epoch
     of a small network; members that differ from a previous one only by learning rate or batch
@@ -1040,7 +1060,7 @@ class ModelPool:
     """
 
     def __init__(self, base, spec: CompileSpec, spe: int, jit, max_size: int = 6, sample=None,
-                 choices: Mapping[str, tuple[str, ...]] | None = None, optimizers: Sequence[str] = ()):
+                 choices: Mapping[str, tuple[str, ...]] | None = None):
         self.base = base
         self.spec = spec
         #: activation slots that one traced step serves with every choice (see :func:`install_knobs`);
@@ -1048,10 +1068,6 @@ class ModelPool:
         #: segmentation fault, tests/test_cli.py), so XLA keeps one model per activation
         self._choices = dict(choices or {})
         self.switched = switchable_slots(base, self._choices) if jit is not True else {}
-        #: optimizer kinds that one traced step serves (see :func:`install_knobs`); a kind outside them
-        #: (the search space edited during the run) gets a pooled model of its own
-        self._kinds = tuple(dict.fromkeys(o.lower() for o in optimizers))
-        self.optimizer_kinds = self._switch_kinds(jit)
         #: a loss whose label smoothing one traced step serves (through a variable, see install_knobs)
         self._smoothable = smoothing_by_variable(spec.loss)
         #: one training sample (x, y): a new model's compiled loss and metrics are built with it
@@ -1064,38 +1080,17 @@ class ModelPool:
         self.reused = 0
         self.evicted = 0
 
-    def _switch_kinds(self, jit) -> tuple[str, ...]:
-        """The optimizer kinds one traced step serves: none under XLA (as for activations), with a
-        single kind, with an optimizer that keeps more than its slots (an EMA, accumulated gradients),
-        or when every kind's state would take more than ``OPTIMIZER_SWITCH_MB``."""
-        template = self.spec.optimizer_template
-        if jit is True or len(self._kinds) < 2:
-            return ()
-        if template is not None and (
-                getattr(template, "use_ema", False) or getattr(template, "gradient_accumulation_steps", None)
-                # the train step scales the loss by the optimizer it was traced with, and only apply is
-                # switched: an optimizer that scales its loss, or a class of the user's own, keeps its model
-                or getattr(template, "loss_scale_factor", None) is not None
-                or not type(template).__module__.startswith("keras.")):
-            return ()
-        weights = sum(int(np.prod(w.shape)) for w in self.base.trainable_weights)
-        slots = sum(_OPTIMIZER_SLOTS.get(kind, 3) for kind in self._kinds)
-        if weights * 4 * slots / 2**20 > OPTIMIZER_SWITCH_MB:
-            return ()
-        return self._kinds
-
     def key(self, genes: Genes) -> tuple:
-        """What needs its own traced step: the label smoothing, an optimizer kind and any activation
-        that no switch serves (switched optimizers and activations, weight decay, dropout rates,
-        learning rate and batch size do not)."""
+        """What needs its own traced step: the optimizer's kind, any activation that no switch serves,
+        and the label smoothing of a loss of the user's own (switched activations, a Keras loss's
+        smoothing, weight decay, dropout rates, learning rate and batch size do not)."""
         fixed = tuple((p, a) for p, a in genes.activations if p not in self.switched)
-        kind = "*" if genes.optimizer in self.optimizer_kinds else genes.optimizer
         smoothing = genes.label_smoothing if genes.label_smoothing is None or not self._smoothable else "*"
-        return (fixed, kind, smoothing, genes.weight_decay is None)
+        return (fixed, genes.optimizer, smoothing, genes.weight_decay is None)
 
     def get(self, genes: Genes):
-        """A compiled model for ``genes`` (its optimizer of their kind selected); its state is whatever
-        it last held: :func:`restore` a snapshot into it."""
+        """A compiled model for ``genes``; its state is whatever it last held: :func:`restore` a
+        snapshot into it."""
         key = self.key(genes)
         model = self._models.pop(key, None)
         if model is None:
@@ -1105,21 +1100,14 @@ class ModelPool:
             model.compile(optimizer=opt, loss=smoothed_loss(self.spec.loss, genes.label_smoothing,
                                                             fresh=self._smoothable),
                           metrics=self.spec.metrics, steps_per_execution=self.spe, jit_compile=self.jit)
-            optimizers = {genes.optimizer: opt}
-            if key[1] == "*":
-                optimizers = {kind: optimizers.get(kind) or make_optimizer(
-                    kind, OPTIMIZER_DEFAULT_LR.get(kind, float(genes.learning_rate)), template)
-                    for kind in self.optimizer_kinds}
-            for o in optimizers.values():
-                o.build(model.trainable_variables)
-                _FRESH_OPTIMIZER[o] = [np.array(v.numpy(), copy=True) for v in o.variables]
+            opt.build(model.trainable_variables)
+            _FRESH_OPTIMIZER[opt] = [np.array(v.numpy(), copy=True) for v in opt.variables]
             if self.sample is not None:
                 build_compiled_state(model, *self.sample)
-            install_knobs(model, genes, self.switched, optimizers, smoothing=self._smoothable)
+            install_knobs(model, genes, self.switched, smoothing=self._smoothable)
             self.built += 1
         else:
-            self.reused += 1  # its other knobs (activation switches among them) are set by restore()
-        select_optimizer(model, genes.optimizer)
+            self.reused += 1  # its knobs (activation switches among them) are set by restore()
         self._models[key] = model
         while len(self._models) > self.max_size:
             oldest = next(iter(self._models))
@@ -1133,4 +1121,3 @@ class ModelPool:
         self.evicted += len(self._models)
         self._models.clear()
         self.switched = switchable_slots(self.base, self._choices)
-        self.optimizer_kinds = self._switch_kinds(False)

@@ -228,6 +228,10 @@ class FakeBackend:
     def save_main(self, path) -> None:
         self._write(path, self.distance, self.genes)
 
+    def main_archive_writer(self):
+        distance, genes = self.distance, self.genes
+        return lambda path: self._write(path, distance, genes)
+
     def train_member(self, genes, parent, cycle: int, index: int, epochs: int, on_epoch):
         curve = self.script.get((cycle, index))
         result, distance = self._epochs(float(parent.weights[0][0]), genes, epochs, on_epoch, curve)

@@ -180,3 +180,46 @@ def test_a_mixed_precision_model_is_refused_with_what_to_do(tmp_path, small_digi
     with pytest.raises(me.ModelLoadError, match="mixed precision.*set_global_policy\\('float32'\\)"):
         me.run(model, me.from_arrays(x, y), RunConfig(runup_epochs=1, cycles=0), run_dir=tmp_path / "run")
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_an_archive_written_later_from_a_copy_is_keras_own_archive_of_the_state_at_the_copy(small_digits, tmp_path):
+    # the loop copies a model's state and writes its archive on another thread while training goes
+    # on: the file must be what model.save writes at the copy (config, every variable of the model
+    # and of its optimizer, the same h5 layout), untouched by training after the copy, and load safely
+    import zipfile
+
+    import h5py
+
+    x, y, _, _ = small_digits
+    model = _trained(dense_classifier(), x, y)
+    mdl.save_model(model, tmp_path / "keras.keras")
+    writer = mdl.archive_writer(model)
+    before = [w.copy() for w in model.get_weights()]
+    _trained(model, x, y)  # the state moves on before the write
+    writer(tmp_path / "later.keras")
+
+    def contents(path):
+        with zipfile.ZipFile(path) as zf:
+            names = sorted(zf.namelist())
+            config = zf.read("config.json")
+            h5 = tmp_path / f"{path.stem}.h5"
+            h5.write_bytes(zf.read("model.weights.h5"))
+        datasets = {}
+        with h5py.File(h5) as f:
+            f.visititems(lambda name, obj: datasets.__setitem__(name, np.array(obj)) if isinstance(obj, h5py.Dataset)
+                         else datasets.__setitem__(name, dict(obj.attrs)))
+        return names, config, datasets
+
+    names, config, datasets = contents(tmp_path / "keras.keras")
+    later = contents(tmp_path / "later.keras")
+    assert later[0] == names and later[1] == config and later[2].keys() == datasets.keys()
+    assert any(k.startswith("optimizer/") for k in datasets) and len(datasets) > 8
+    for key, value in datasets.items():  # every variable's values, every group's metadata
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(later[2][key], value)
+        else:
+            assert later[2][key] == value
+    loaded = mdl.load_model(tmp_path / "later.keras")
+    for a, b in zip(loaded.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
