@@ -172,7 +172,7 @@ def main() -> None:
             fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
             for r in results:
                 cs = sorted(r["rss_mb_by_cycle"])
-                label = "never recycled" if not r["recycle_after"] else f"recycled every {r['recycle_after']} new models"
+                label = f"recycle_after {r['recycle_after']} (0: no count), recycle_rss_mb as the CLI's default"
                 ax.plot(cs, [r["rss_mb_by_cycle"][c] for c in cs], label=label)
             ax.set_xlabel("cycle")
             ax.set_ylabel("RSS after the cycle (MB)")

@@ -331,7 +331,7 @@ class RunConfig:
     recycle_rss_mb: int = option(40, resumable=True, bounds=(0, 1_000_000),
                                  help="also restart the engine's process when its memory (RSS) has grown this many "
                                  "MB (at least four copies of the weights) since the end of its second cycle, "
-                                 "checked from its fourth; 0 never")
+                                 "checked from its fourth, while 10 or more cycles remain; 0 never")
     evaluator: str = option("local", choices=EVALUATORS, resumable=True,
                             help="where each population's members train: local (this process) or ray "
                             "(Ray workers in parallel; pip install 'miha[ray]')")

@@ -91,6 +91,10 @@ class Checkpoint:
 RECYCLING = {"allowed": False}
 
 
+#: A memory restart (``RunConfig.recycle_rss_mb``) only with at least this many cycles still to run.
+MEMORY_RESTART_CYCLES_LEFT = 10
+
+
 def current_rss_mb() -> float | None:
     """This process's resident memory in MB (psutil where installed, else Linux's /proc); None where
     neither answers."""
@@ -687,7 +691,9 @@ class _Loop:
         # a few copies of the weights (snapshots of the parent and the kept members) come and go
         # with a cycle's work: a larger model gets a larger allowance
         budget = max(cfg.recycle_rss_mb, 4 * 4 * backend.param_count() / 2**20)
-        if cfg.recycle_rss_mb and grown is not None and grown > budget:
+        # a restart costs seconds (TensorFlow's start, the traces): near the end a run cannot grow far
+        # enough to be worth it (the article's 10 cycles never restart for memory)
+        if cfg.recycle_rss_mb and grown is not None and grown > budget and cfg.cycles - cycle >= MEMORY_RESTART_CYCLES_LEFT:
             self.note(f"after cycle {cycle}: this process's memory grew {grown:.0f} MB since its second cycle (more "
                       f"than {budget:.0f} MB, recycle_rss_mb); the engine restarts in a fresh process to give it "
                       "back, and resumes from this checkpoint")

@@ -70,14 +70,15 @@ def test_a_process_whose_memory_grows_past_its_budget_restarts_and_the_lineage_i
     # no model count is reached (recycle_after 0): the trigger is the process's own RSS, read at each
     # cycle's end against its second cycle's. A listener holds 96 MB of touched memory from cycle 3 on,
     # so at the end of cycle 4 (the first check: a process runs 4 cycles before it may restart) the
-    # growth passes the 48 MB budget; the run stops at that checkpoint and resumes exactly
+    # growth passes the 48 MB budget (and 11 cycles remain: near its end a run never restarts for
+    # memory); the run stops at that checkpoint and resumes exactly
     from miha_engine.errors import RecycleRequested
     from miha_engine.runner import allow_recycling, current_rss_mb
 
     assert current_rss_mb() is not None  # Linux: /proc (or psutil)
     x, y, xt, yt = small_digits
     data = me.from_arrays(x, y, x_test=xt, y_test=yt)
-    cfg = CFG.replace(cycles=5, population_size=2, recycle_after=0, recycle_rss_mb=48)
+    cfg = CFG.replace(cycles=15, population_size=2, recycle_after=0, recycle_rss_mb=48)
     ref = me.run(dense_classifier(hidden=8), data, cfg, run_dir=tmp_path / "ref")
     assert ref.status == "finished"
 
@@ -100,3 +101,12 @@ def test_a_process_whose_memory_grows_past_its_budget_restarts_and_the_lineage_i
     res = me.resume(tmp_path / "run", data)
     assert res.status == "finished"
     assert _lineage(tmp_path / "run") == _lineage(tmp_path / "ref")
+    # the same growth in a run of 12 cycles (8 left after cycle 4): no restart is worth it there
+    allow_recycling(True)
+    try:
+        short = me.run(dense_classifier(hidden=8), data, cfg.replace(cycles=12), run_dir=tmp_path / "short",
+                       listeners=[hog])
+    finally:
+        allow_recycling(False)
+        held.clear()
+    assert short.status == "finished"
