@@ -91,6 +91,9 @@ class Checkpoint:
 RECYCLING = {"allowed": False}
 
 
+#: The most archive writes queued behind training (each holds a copy of a model's state).
+ARCHIVES_QUEUED = 2
+
 #: A memory restart (``RunConfig.recycle_rss_mb``) only with at least this many cycles still to run.
 MEMORY_RESTART_CYCLES_LEFT = 10
 
@@ -231,11 +234,14 @@ class _ArchiveQueue:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="miha-archives")
         self._pending.append((self._executor.submit(fn, path), path, description))
 
-    def finished(self, wait: bool = False) -> list[tuple[Path, str | None, BaseException | None]]:
-        """The queued jobs done so far, in order (all of them, waiting, with ``wait``): (path,
-        description, the error it raised or None)."""
+    def finished(self, wait: bool = False, at_most: int | None = None
+                 ) -> list[tuple[Path, str | None, BaseException | None]]:
+        """The queued jobs done so far, in order: (path, description, the error it raised or None).
+        ``wait``: all of them, waiting; ``at_most``: waiting for the oldest until no more than that
+        many are left (each queued job holds a copy of a model's state: memory stays bounded)."""
         out = []
-        while self._pending and (wait or self._pending[0][0].done()):
+        while self._pending and (wait or self._pending[0][0].done()
+                                 or (at_most is not None and len(self._pending) > at_most)):
             future, path, description = self._pending.popleft()
             out.append((path, description, future.exception()))
         return out
@@ -316,12 +322,12 @@ class _Loop:
         """Queue ``writer(path)`` (an archive, atomically, by the writer: see :class:`_ArchiveQueue`);
         it is journalled once written.  ``writer`` owns what it writes (a copy of the state)."""
         self._archives.submit(lambda p: self._write(writer, p), path, description)
-        self._journal_archives()
+        self._journal_archives(at_most=ARCHIVES_QUEUED)
 
-    def _journal_archives(self, wait: bool = False) -> None:
-        """Journal the archives written (all queued ones, waiting for them, with ``wait``); raise the
-        first write's error."""
-        for path, description, error in self._archives.finished(wait):
+    def _journal_archives(self, wait: bool = False, at_most: int | None = None) -> None:
+        """Journal the archives written (all queued ones, waiting for them, with ``wait``; the oldest
+        until ``at_most`` are left); raise the first write's error."""
+        for path, description, error in self._archives.finished(wait, at_most):
             if error is not None:
                 raise error
             if description is not None:
@@ -494,6 +500,7 @@ class _Loop:
             self._archives.submit(lambda p: p.unlink(missing_ok=True), superseded, None)
         self._pending_best = (pending, f"best model: lineage epoch {self.step}, {name} {shown:.4g}")
         self.best = {"score": float(score), "step": self.step, "of": name}
+        self._journal_archives(at_most=ARCHIVES_QUEUED)
 
     def _totals(self, start: Checkpoint) -> tuple[int, int]:
         """(compute, lineage) epochs of the whole run as seen from ``start``."""

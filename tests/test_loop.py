@@ -395,3 +395,39 @@ def test_a_run_made_before_the_noise_correction_resumes_with_the_rule_it_started
     assert later and all("for the best of" not in e.decision for e in later)
     with pytest.raises(me.ConfigError, match="noise_false_switch must be in"):
         me.RunConfig(noise_false_switch=0.9)
+
+
+def test_the_archive_queue_keeps_order_reports_errors_and_holds_at_most_its_bound(tmp_path):
+    # archives are written on one background thread: in the order asked, an error comes back with
+    # its job, and the training thread waits once more than ARCHIVES_QUEUED writes (each holding a
+    # copy of a model's state) are behind it
+    import threading
+    import time as _time
+
+    from miha_engine.runner import ARCHIVES_QUEUED, _ArchiveQueue
+
+    queue, written, release = _ArchiveQueue(), [], threading.Event()
+
+    def slow(path):
+        release.wait(5)
+        written.append(path.name)
+
+    def broken(path):
+        raise OSError(28, "No space left on device")
+
+    try:
+        for i in range(3):
+            queue.submit(slow, tmp_path / f"m{i}", f"member {i}")
+        queue.submit(broken, tmp_path / "m3", "member 3")
+        assert queue.finished() == [] and not written  # nothing done yet: nothing waits, nothing is journalled
+        threading.Timer(0.2, release.set).start()
+        t = _time.perf_counter()
+        done = queue.finished(at_most=ARCHIVES_QUEUED)
+        assert _time.perf_counter() - t >= 0.15  # it waited for the oldest
+        assert len(done) >= 4 - ARCHIVES_QUEUED and written[:2] == ["m0", "m1"]  # (and any done meanwhile)
+        every = done + queue.finished(wait=True)
+        assert [d for _, d, _ in every] == [f"member {i}" for i in range(4)] and written == ["m0", "m1", "m2"]
+        assert [e for _, _, e in every][:3] == [None] * 3 and isinstance(every[3][2], OSError)
+    finally:
+        release.set()
+        queue.close()
