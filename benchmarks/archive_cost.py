@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         return (time.perf_counter() - t) / args.calls * 1000
 
     def walk():
-        store = mdl._recording_store(saving_lib.H5IOStore)
+        store = mdl._recording_store(saving_lib.H5IOStore)()
         saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
 
     writer = mdl.archive_writer(model)

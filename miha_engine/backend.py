@@ -134,12 +134,9 @@ class _LiveMember:
         return mdl.snapshot(self.model, self.genes)
 
     def archive_bytes(self) -> bytes:
-        import tempfile
+        from . import models as mdl
 
-        with tempfile.TemporaryDirectory(prefix="miha-member-") as tmp:
-            path = Path(tmp) / "member.keras"
-            self.write_archive(path)
-            return path.read_bytes()
+        return mdl.archive_bytes(self.model)
 
 
 class KerasBackend:

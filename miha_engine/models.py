@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import functools
 import os
 import weakref
 import zipfile
@@ -714,8 +715,7 @@ def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | N
         opt._apply_weight_decay = apply_weight_decay
         opt.get_config = get_config
     loss = getattr(model, "loss", None)
-    if smoothing and genes.label_smoothing is not None and type(loss) is getattr(
-            keras.losses, SMOOTHABLE_LOSSES.get(_loss_key(loss), ""), None) and callable(getattr(loss, "fn", None)):
+    if smoothing and genes.label_smoothing is not None and callable(getattr(loss, "fn", None)):
         # float64, as Keras computes ``1 - smoothing`` and ``0.5 * smoothing`` on Python floats
         var = tf.Variable(float(genes.label_smoothing), trainable=False, dtype=tf.float64, name="miha_smoothing")
         knobs.label_smoothing = (var, loss)
@@ -927,35 +927,40 @@ def save_model(model, path: str | Path) -> Path:
     return atomic_write(Path(path), model.save)
 
 
-_RECORDING_STORE: list = []
-
-
-def _recording_store(h5_store):
+@functools.cache
+def _recording_store(h5_store) -> type:
     """A stand-in for Keras' weights store (a subclass of its ``H5IOStore``, which Keras' saver
     insists on) that writes nothing: it keeps a copy of every entry (path, metadata, the variables'
     values) in order, for :func:`archive_writer` to write later."""
-    if not _RECORDING_STORE:
-        class RecordingStore(h5_store):
-            def __init__(self) -> None:  # no file: nothing of H5IOStore's own state is used
-                self.entries: list[tuple[str, dict | None, list[tuple[str, np.ndarray]]]] = []
 
-            def __bool__(self) -> bool:  # Keras saves a saveable's variables only "if weights_store"
-                return True
+    class RecordingStore(h5_store):
+        def __init__(self) -> None:  # no file: nothing of H5IOStore's own state is used
+            self.entries: list[tuple[str, dict | None, list[tuple[str, np.ndarray]]]] = []
 
-            def make(self, path, metadata=None):
-                self.entries.append((path, metadata, []))
-                return self
+        def __bool__(self) -> bool:  # Keras saves a saveable's variables only "if weights_store"
+            return True
 
-            def __setitem__(self, key, value) -> None:
-                from keras import ops
+        def make(self, path, metadata=None):
+            self.entries.append((path, metadata, []))
+            return self
 
-                self.entries[-1][2].append((key, np.array(ops.convert_to_numpy(value), copy=True)))
+        def __setitem__(self, key, value) -> None:
+            from keras import ops
 
-            def close(self) -> None:
-                pass
+            self.entries[-1][2].append((key, np.array(ops.convert_to_numpy(value), copy=True)))
 
-        _RECORDING_STORE.append(RecordingStore)
-    return _RECORDING_STORE[0]()
+        def close(self) -> None:
+            pass
+
+    return RecordingStore
+
+
+def archive_bytes(model) -> bytes:
+    """``model``'s ``.keras`` archive as bytes (written through a temporary file, as Keras writes it)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="miha-archive-") as tmp:
+        return save_model(model, Path(tmp) / "model.keras").read_bytes()
 
 
 def archive_writer(model):
@@ -974,15 +979,12 @@ def archive_writer(model):
     except (ImportError, AttributeError):
         serialize = None
     if serialize is None or any(hasattr(layer, "save_assets") for layer in model._flatten_layers()):
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="miha-archive-") as tmp:
-            data = save_model(model, Path(tmp) / "model.keras").read_bytes()
+        data = archive_bytes(model)
         return lambda path: atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))
     config_json, metadata_json = serialize(model)
     metadata_name, config_name, vars_name, assets_name = names
     h5_store, disk_store = stores
-    record = _recording_store(h5_store)
+    record = _recording_store(h5_store)()
     save_state(model, weights_store=record, assets_store=None, inner_path="", visited_saveables=set())
 
     def lay_out(tmp: Path) -> None:
