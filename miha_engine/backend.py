@@ -133,11 +133,6 @@ class _LiveMember:
 
         return mdl.snapshot(self.model, self.genes)
 
-    def archive_bytes(self) -> bytes:
-        from . import models as mdl
-
-        return mdl.archive_bytes(self.model)
-
 
 class KerasBackend:
     """Keras 3 on TensorFlow: the real :class:`Backend`.

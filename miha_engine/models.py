@@ -963,45 +963,60 @@ def archive_bytes(model) -> bytes:
         return save_model(model, Path(tmp) / "model.keras").read_bytes()
 
 
-def archive_writer(model):
-    """A function ``write(path)`` that saves ``model``'s ``.keras`` archive *as it is now*, whatever
-    happens to the model afterwards: the config is serialized and every variable copied here, and
-    the archive is laid out later (on another thread) by Keras' own stores, exactly as ``model.save``
-    lays it out.  Where Keras' saver is not the one this was written against, or a layer keeps
-    assets (a lookup table's vocabulary), the copy is a whole archive written into memory now.
-    ``tests/test_models.py`` compares its archives with Keras' own."""
+def archive_writer(model) -> ArchiveCopy:
+    """An :class:`ArchiveCopy` of ``model``'s ``.keras`` archive *as it is now*, whatever happens to
+    the model afterwards: the config is serialized and every variable copied here, and the archive
+    is laid out later (on another thread, or in another process: the copy pickles) by Keras' own
+    stores, exactly as ``model.save`` lays it out.  Where Keras' saver is not the one this was
+    written against, or a layer keeps assets (a lookup table's vocabulary), the copy is a whole
+    archive written into memory now.  ``tests/test_models.py`` compares its archives with Keras' own."""
     try:
         from keras.src.saving import saving_lib as sl
 
         serialize, save_state = sl._serialize_model_as_json, sl._save_state
-        names = (sl._METADATA_FILENAME, sl._CONFIG_FILENAME, sl._VARS_FNAME_H5, sl._ASSETS_DIRNAME)
-        stores = (sl.H5IOStore, sl.DiskIOStore)
+        sl.H5IOStore, sl.DiskIOStore, sl._VARS_FNAME_H5  # noqa: B018 - what ArchiveCopy writes with
     except (ImportError, AttributeError):
         serialize = None
     if serialize is None or any(hasattr(layer, "save_assets") for layer in model._flatten_layers()):
-        data = archive_bytes(model)
-        return lambda path: atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+        return ArchiveCopy(data=archive_bytes(model))
     config_json, metadata_json = serialize(model)
-    metadata_name, config_name, vars_name, assets_name = names
-    h5_store, disk_store = stores
-    record = _recording_store(h5_store)()
+    record = _recording_store(sl.H5IOStore)()
     save_state(model, weights_store=record, assets_store=None, inner_path="", visited_saveables=set())
+    return ArchiveCopy(metadata_json=metadata_json, config_json=config_json, entries=record.entries)
 
-    def lay_out(tmp: Path) -> None:
+
+@dataclass
+class ArchiveCopy:
+    """A model's ``.keras`` archive, copied and not yet written: call it with a path to write it
+    (atomically).  Either the archive's bytes, or what Keras' saver would write (the metadata and
+    config JSON, and every saveable's variables in order), laid out by Keras' own stores."""
+
+    data: bytes | None = None
+    metadata_json: str = ""
+    config_json: str = ""
+    entries: list = field(default_factory=list)
+
+    def __call__(self, path: str | Path) -> Path:
+        if self.data is not None:
+            data = self.data
+            return atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+        return atomic_write(Path(path), self._lay_out)
+
+    def _lay_out(self, tmp: Path) -> None:
+        from keras.src.saving import saving_lib as sl
+
         with open(tmp, "wb") as f, zipfile.ZipFile(f, "w") as zf:
-            zf.writestr(metadata_name, metadata_json)
-            zf.writestr(config_name, config_json)
-            weights = h5_store(vars_name, archive=zf, mode="w")
+            zf.writestr(sl._METADATA_FILENAME, self.metadata_json)
+            zf.writestr(sl._CONFIG_FILENAME, self.config_json)
+            weights = sl.H5IOStore(sl._VARS_FNAME_H5, archive=zf, mode="w")
             try:
-                for path, metadata, values in record.entries:
+                for path, metadata, values in self.entries:
                     weights.make(path, metadata=metadata)
                     for key, value in values:
                         weights[key] = value
             finally:
                 weights.close()
-            disk_store(assets_name, archive=zf, mode="w").close()
-
-    return lambda path: atomic_write(Path(path), lay_out)
+            sl.DiskIOStore(sl._ASSETS_DIRNAME, archive=zf, mode="w").close()
 
 
 # -- snapshots and the model pool ----------------------------------------------------------------

@@ -7,13 +7,16 @@ CPUs, or GPUs, let train at once, started as members need them).  Each keeps its
 and traced models between members, and is replaced after it built ``recycle_after`` models, which
 bounds its memory.  Each member call receives:
 
-- the current main model's archive (``model_<cycle>.keras``, put in Ray's object store once per
-  cycle; it holds the weights and the optimizer's state exactly),
+- the main line's state as arrays (its :class:`~miha_engine.snapshot.Snapshot`: the weights and the
+  optimizer's state exactly), put in Ray's object store once per cycle,
+- a reference to the current main model's archive (``model_<cycle>.keras``), which a worker fetches
+  only for its first member, to build the model,
 - its genes,
 - a reference to the training and validation arrays (put in the object store once per run),
 
-and returns its per-epoch losses, its trained archive (bytes, which the driver writes into the run
-folder) and its trained state as arrays (for selection and crossover).  Epoch results stream back
+and returns its per-epoch losses, a copy of its trained archive (:class:`~miha_engine.models.ArchiveCopy`,
+which the driver's archive thread writes into the run folder) and its trained state as arrays (for
+selection and crossover).  Epoch results stream back
 through a small Ray queue while members train, so the app's plots stay live.
 
 A worker that dies mid-member (a crash, a lost node, out of memory) is started again and the member
@@ -28,7 +31,6 @@ Probe a cluster from the command line (the app does this to show its resources):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -43,7 +45,6 @@ from typing import Any
 
 from .errors import Cancelled, InputError, MihaError
 from .evaluators import EvaluatorContext, MemberJob, MemberListener, MemberOutcome, Parent
-from .runlog import atomic_write_bytes
 
 #: Ray exceptions that mean "the worker or its node went away", as opposed to an error in MIHA's
 #: own code or in the cluster's set-up: after Ray's retries the member scores worst and the run goes on.
@@ -208,35 +209,39 @@ class _WorkerContext:
         self.config = RunConfig.from_dict(setup["config"])
         self.data = from_arrays(data["x"], data["y"], data.get("x_val"), data.get("y_val"))
         self.backend = None
-        self.parent_key = None
         self.parent = None
 
-    def set_parent(self, archive: bytes, parent_genes) -> None:
-        from . import models as mdl
-        from .backend import KerasBackend
-        from .training import CancelToken
-
-        key = hashlib.sha1(archive).hexdigest()
-        if key == self.parent_key:
-            return
-        with tempfile.TemporaryDirectory(prefix="miha-ray-") as tmp:
-            path = Path(tmp) / "parent.keras"
-            path.write_bytes(archive)
-            model = mdl.load_model(path, unsafe=bool(self.setup.get("unsafe")))
+    def set_parent(self, archive: list, parent) -> None:
+        """Start members from ``parent`` (the driver's snapshot of the main line, as arrays).  The
+        first member of a run builds the training set-up from the parent's archive (``archive``
+        holds its object reference, fetched only then: later members need only the arrays)."""
         if self.backend is None:
+            import ray
+
+            from . import models as mdl
+            from .backend import KerasBackend
+            from .training import CancelToken
+
+            with tempfile.TemporaryDirectory(prefix="miha-ray-") as tmp:
+                path = Path(tmp) / "parent.keras"
+                path.write_bytes(ray.get(archive[0]))
+                model = mdl.load_model(path, unsafe=bool(self.setup.get("unsafe")))
             self.backend = KerasBackend(model, self.data, self.config, CancelToken(), self.setup.get("search_context"))
-        self.parent = mdl.snapshot(model, parent_genes)
-        self.parent_key = key
+        self.parent = parent
 
 
 class _RemoteMember:
-    """A member trained on a Ray worker: its archive's bytes and its state as arrays."""
+    """A member trained on a Ray worker: a copy of its archive (:class:`models.ArchiveCopy`, laid
+    out on the driver's archive thread) and its state as arrays."""
 
-    def __init__(self, archive: bytes, snapshot):
+    def __init__(self, archive, snapshot):
         self.archive, self._snapshot = archive, snapshot
 
     def write_archive(self, path: Path) -> None:
-        atomic_write_bytes(path, self.archive)
+        self.archive(path)
+
+    def archive_writer(self):
+        return self.archive
 
     def snapshot(self):
         return self._snapshot
@@ -258,8 +263,9 @@ def _limit_threads(cpus: float) -> None:
     os.environ["TF_NUM_INTEROP_THREADS"] = "1" if n == "1" else "2"
 
 
-def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, job: dict[str, Any], queue) -> dict[str, Any]:
-    """One member, in a Ray worker: start from the parent archive, mutate, train n epochs."""
+def train_member(setup: dict[str, Any], data: dict[str, Any], archive: list, parent, job: dict[str, Any],
+                 queue) -> dict[str, Any]:
+    """One member, in a Ray worker: start from the parent's state, mutate, train n epochs."""
     _limit_threads(setup.get("cpus", 1.0))
     from .genes import Genes
 
@@ -267,7 +273,7 @@ def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, jo
     if ctx is None:
         _CONTEXT.clear()  # one run at a time per worker: free the previous run's models
         ctx = _CONTEXT[setup["run_id"]] = _WorkerContext(setup, data)
-    ctx.set_parent(archive, Genes.from_dict(job["parent_genes"]))
+    ctx.set_parent(archive, parent)
     genes = Genes.from_dict(job["genes"])
     cycle, index = int(job["cycle"]), int(job["index"])
     token = uuid.uuid4().hex
@@ -279,7 +285,7 @@ def train_member(setup: dict[str, Any], data: dict[str, Any], archive: bytes, jo
 
     result, trained = ctx.backend.train_member(genes, ctx.parent, cycle, index, int(job["epochs"]), on_epoch)
     return {"losses": result.losses, "val_losses": result.val_losses, "diverged": result.diverged,
-            "metrics": result.metrics, "archive": trained.archive_bytes(), "snapshot": trained.snapshot(), "where": where,
+            "metrics": result.metrics, "archive": trained.archive_writer(), "snapshot": trained.snapshot(), "where": where,
             "notes": ctx.backend.pop_notes()}
 
 
@@ -309,9 +315,9 @@ class MemberWorker:
     processes than it ran at once (three or four for two CPUs, each starting TensorFlow and tracing
     on its own); an actor per CPU slot bounds both the processes and their traces."""
 
-    def train(self, setup: dict[str, Any], data: dict[str, Any], archive: bytes, job: dict[str, Any],
+    def train(self, setup: dict[str, Any], data: dict[str, Any], archive: list, parent, job: dict[str, Any],
               queue) -> dict[str, Any]:
-        res = train_member(setup, data, archive, job, queue)
+        res = train_member(setup, data, archive, parent, job, queue)
         ctx = _CONTEXT.get(setup["run_id"])
         res["built"] = int(ctx.backend.pool.built) if ctx is not None and ctx.backend is not None else 0
         return res
@@ -450,7 +456,10 @@ class RayEvaluator:
         assert ray is not None and ctx is not None, "open() first"
         if not Path(parent.archive).exists():
             raise MihaError("internal: the main model's archive is missing, so remote members cannot start")
-        archive_ref = ray.put(Path(parent.archive).read_bytes())
+        # the parent's state as arrays for every member; its archive (in a list, so that Ray does not
+        # fetch it with every call) only for a worker's first member, which builds the model from it
+        parent_ref = ray.put(parent.snapshot)
+        archive_ref = [ray.put(Path(parent.archive).read_bytes())]
         waiting = deque(jobs)
         idle = [a for a in self.actors if a in self.ready]
         pending: dict[Any, tuple[MemberJob, Any]] = {}
@@ -469,8 +478,8 @@ class RayEvaluator:
                     actor, job = idle.pop(0), waiting.popleft()
                     listener.started(job)
                     spec = {"cycle": parent.cycle, "index": job.index, "genes": job.genes.to_dict(),
-                            "epochs": job.epochs, "parent_genes": parent.snapshot.genes.to_dict()}
-                    ref = actor.train.remote(self.setup_ref, self.data_ref, archive_ref, spec, self.queue)
+                            "epochs": job.epochs}
+                    ref = actor.train.remote(self.setup_ref, self.data_ref, archive_ref, parent_ref, spec, self.queue)
                     pending[ref] = (job, actor)
                 if not pending and not self.starting:
                     raise MihaError("no live Ray node has room for a member now "

@@ -186,6 +186,7 @@ def test_an_archive_written_later_from_a_copy_is_keras_own_archive_of_the_state_
     # the loop copies a model's state and writes its archive on another thread while training goes
     # on: the file must be what model.save writes at the copy (config, every variable of the model
     # and of its optimizer, the same h5 layout), untouched by training after the copy, and load safely
+    import pickle
     import zipfile
 
     import h5py
@@ -197,6 +198,8 @@ def test_an_archive_written_later_from_a_copy_is_keras_own_archive_of_the_state_
     before = [w.copy() for w in model.get_weights()]
     _trained(model, x, y)  # the state moves on before the write
     writer(tmp_path / "later.keras")
+    # a Ray worker returns the copy to the driver, which writes it: the same archive after pickling
+    pickle.loads(pickle.dumps(writer))(tmp_path / "shipped.keras")
 
     def contents(path):
         with zipfile.ZipFile(path) as zf:
@@ -212,6 +215,11 @@ def test_an_archive_written_later_from_a_copy_is_keras_own_archive_of_the_state_
 
     names, config, datasets = contents(tmp_path / "keras.keras")
     later = contents(tmp_path / "later.keras")
+    shipped = contents(tmp_path / "shipped.keras")
+    assert shipped[0] == later[0] and shipped[1] == later[1] and shipped[2].keys() == later[2].keys()
+    for key, value in later[2].items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(shipped[2][key], value)
     assert later[0] == names and later[1] == config and later[2].keys() == datasets.keys()
     assert any(k.startswith("optimizer/") for k in datasets) and len(datasets) > 8
     for key, value in datasets.items():  # every variable's values, every group's metadata
