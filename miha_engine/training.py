@@ -220,9 +220,18 @@ class Trainer:
         return FitResult(losses, val_losses, diverged, metrics)
 
     def evaluate(self, model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """Loss and metrics on (x, y), as plain floats."""
-        out = model.evaluate(x, y, batch_size=max(256, self.config.batch_size or 32), verbose=0, return_dict=True)
-        return {k: float(v) for k, v in out.items()}
+        """Loss and metrics on (x, y), as plain floats, by the model's compiled validation pass: Keras'
+        own loss and metrics, as ``model.evaluate`` gives them, without the data adapter and the test
+        function that ``model.evaluate`` sets up (on the MNIST FNN its first call took 0.43 s, this 0.11 s;
+        later calls 53 ms against 3 ms).  The loss is summed in float64 (``model.evaluate``'s float32
+        mean differs in the last digits)."""
+        tf = self._tf
+        if x is self.data.x and y is self.data.y:
+            xs, ys = self._x, self._y
+        else:
+            with tf.device(self.data_device) if self.data_device else contextlib.nullcontext():
+                xs, ys = tf.constant(x), tf.constant(y)
+        return self._loop(model).evaluate(xs, ys, self._eval_batch, False)[0]
 
     def _calibrated(self, pred: np.ndarray) -> float:
         if self.calibration is None or not np.all(np.isfinite(pred)):

@@ -90,6 +90,30 @@ def test_a_fit_is_keras_train_step_on_the_shuffled_batches():
         assert int(np.asarray(ours.optimizer.iterations)) == 2 * -(-data.n_train // batch)
 
 
+def test_test_metrics_are_keras_evaluate_on_the_same_data():
+    # run.json's test metrics come from the model's compiled validation pass, not model.evaluate:
+    # the same loss (with a regularizer, which Keras adds to it) and metrics, on the training set
+    # and on another array of another length (a second shape: the pass is traced once more)
+    import keras
+
+    data = _data(n=300, seed=3)
+    trainer = Trainer(data, me.RunConfig(validation_split=0.1), me.CancelToken(), 0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu",
+                                                                     kernel_regularizer=keras.regularizers.L2(0.01)),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    trainer.fit(model, 32, 2, lambda *a: None)
+    other = _data(n=77, seed=4)
+    for x, y in ((data.x, data.y), (other.x, other.y)):
+        ours = trainer.evaluate(model, x, y)
+        keras_own = model.evaluate(x, y, batch_size=256, verbose=0, return_dict=True)
+        assert ours.keys() == keras_own.keys() == {"loss", "accuracy"}
+        assert ours["accuracy"] == pytest.approx(float(keras_own["accuracy"]), abs=1e-7)
+        assert ours["loss"] == pytest.approx(float(keras_own["loss"]), rel=1e-5)
+        plain = float(np.mean(keras.losses.sparse_categorical_crossentropy(y, model.predict(x, verbose=0))))
+        assert ours["loss"] > plain + 1e-4  # the L2 penalty is in it, as in Keras' own
+
+
 def test_a_model_xla_cannot_compile_still_trains():
     import keras
     import tensorflow as tf
