@@ -231,7 +231,7 @@ class Trainer:
         else:
             with tf.device(self.data_device) if self.data_device else contextlib.nullcontext():
                 xs, ys = tf.constant(x), tf.constant(y)
-        return self._loop(model).evaluate(xs, ys, self._eval_batch, False)[0]
+        return self._loop(model).evaluate(xs, ys, self._eval_batch, False, other=True)[0]
 
     def _calibrated(self, pred: np.ndarray) -> float:
         if self.calibration is None or not np.all(np.isfinite(pred)):
@@ -291,7 +291,6 @@ class _CompiledLoop:
                 step((xb, yb))
             return model.get_metrics_result()
 
-        @tf.function(reduce_retracing=True)
         def evaluate(x, y, size, with_pred):
             model.reset_metrics()
             n = tf.shape(x)[0]
@@ -311,10 +310,14 @@ class _CompiledLoop:
             return logs, (preds.concat() if with_pred else tf.zeros((0,)))
 
         self.train = train
-        self._evaluate = evaluate
+        # the validation split's pass, and another for other arrays (the test set): one function for
+        # both would be traced again for a generic shape, and the per-epoch validation pass measured
+        # slower that way
+        self._evaluate = tf.function(evaluate, reduce_retracing=True)
+        self._evaluate_other = tf.function(evaluate, reduce_retracing=True)
 
-    def evaluate(self, x, y, size: int, with_pred: bool) -> tuple[dict[str, float], np.ndarray | None]:
-        logs, pred = self._evaluate(x, y, size, with_pred)
+    def evaluate(self, x, y, size: int, with_pred: bool, other: bool = False) -> tuple[dict[str, float], np.ndarray | None]:
+        logs, pred = (self._evaluate_other if other else self._evaluate)(x, y, size, with_pred)
         return _scalars(logs), (pred.numpy() if with_pred else None)
 
 
