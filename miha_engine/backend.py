@@ -50,7 +50,8 @@ def main_line_seed(seed: int, cycle: int) -> int:
 
 
 class TrainedMember(Protocol):
-    """A trained member's state, however it is held (a live model here, bytes from a worker)."""
+    """A trained member's state, however it is held (a live model here; an archive copy and arrays
+    from a Ray worker)."""
 
     def write_archive(self, path: Path) -> None:
         """Write the member's ``.keras`` archive at ``path`` (atomically)."""

@@ -84,8 +84,8 @@ class MemberOutcome:
 
     def archive_writer(self) -> Callable[[Path], Any]:
         """A function that writes this member's archive later, whatever trains meanwhile: the trained
-        member's own (a copy of its state) where it has one, else its ``write_archive`` (a member
-        from another process holds its archive's bytes already)."""
+        member's own (a copy of its state, :class:`miha_engine.models.ArchiveCopy`) where it has one,
+        else its ``write_archive`` (a member that holds nothing a later training can change)."""
         assert self.trained is not None, "a failed member has no archive"
         capture = getattr(self.trained, "archive_writer", None)
         return capture() if capture is not None else self.trained.write_archive

@@ -985,16 +985,16 @@ def archive_writer(model) -> ArchiveCopy:
     return ArchiveCopy(metadata_json=metadata_json, config_json=config_json, entries=record.entries)
 
 
-@dataclass
+@dataclass(eq=False)
 class ArchiveCopy:
     """A model's ``.keras`` archive, copied and not yet written: call it with a path to write it
     (atomically).  Either the archive's bytes, or what Keras' saver would write (the metadata and
     config JSON, and every saveable's variables in order), laid out by Keras' own stores."""
 
-    data: bytes | None = None
-    metadata_json: str = ""
-    config_json: str = ""
-    entries: list = field(default_factory=list)
+    data: bytes | None = field(default=None, repr=False)
+    metadata_json: str = field(default="", repr=False)
+    config_json: str = field(default="", repr=False)
+    entries: list = field(default_factory=list, repr=False)
 
     def __call__(self, path: str | Path) -> Path:
         if self.data is not None:

@@ -198,8 +198,8 @@ def describe_resources(res: dict[str, Any]) -> str:
 # -- the worker side ------------------------------------------------------------------------------
 
 class _WorkerContext:
-    """What a worker process keeps between members of one run: the training set-up (built
-    from the first parent archive, exactly as the driver builds its own) and the current parent."""
+    """What a worker process keeps between members of one run: the training set-up, built from the
+    first parent archive it is given, exactly as the driver builds its own."""
 
     def __init__(self, setup: dict[str, Any], data: dict[str, Any]):
         from .config import RunConfig
@@ -209,12 +209,10 @@ class _WorkerContext:
         self.config = RunConfig.from_dict(setup["config"])
         self.data = from_arrays(data["x"], data["y"], data.get("x_val"), data.get("y_val"))
         self.backend = None
-        self.parent = None
 
-    def set_parent(self, archive: list, parent) -> None:
-        """Start members from ``parent`` (the driver's snapshot of the main line, as arrays).  The
-        first member of a run builds the training set-up from the parent's archive (``archive``
-        holds its object reference, fetched only then: later members need only the arrays)."""
+    def ensure_backend(self, archive: list) -> None:
+        """The first member of a run builds the training set-up from the parent's archive (``archive``
+        holds its object reference, fetched only then: members start from the parent's arrays)."""
         if self.backend is None:
             import ray
 
@@ -227,7 +225,6 @@ class _WorkerContext:
                 path.write_bytes(ray.get(archive[0]))
                 model = mdl.load_model(path, unsafe=bool(self.setup.get("unsafe")))
             self.backend = KerasBackend(model, self.data, self.config, CancelToken(), self.setup.get("search_context"))
-        self.parent = parent
 
 
 class _RemoteMember:
@@ -273,7 +270,7 @@ def train_member(setup: dict[str, Any], data: dict[str, Any], archive: list, par
     if ctx is None:
         _CONTEXT.clear()  # one run at a time per worker: free the previous run's models
         ctx = _CONTEXT[setup["run_id"]] = _WorkerContext(setup, data)
-    ctx.set_parent(archive, parent)
+    ctx.ensure_backend(archive)
     genes = Genes.from_dict(job["genes"])
     cycle, index = int(job["cycle"]), int(job["index"])
     token = uuid.uuid4().hex
@@ -283,10 +280,25 @@ def train_member(setup: dict[str, Any], data: dict[str, Any], archive: list, par
     def on_epoch(epoch, loss, val, seconds):
         queue.put(("epoch", cycle, index, token, epoch, loss, val, seconds))
 
-    result, trained = ctx.backend.train_member(genes, ctx.parent, cycle, index, int(job["epochs"]), on_epoch)
+    # the parent's arrays are read from Ray's object store in place; nothing here keeps them after
+    # the member (they would pin the cycle's object until this worker's next member)
+    result, trained = ctx.backend.train_member(genes, parent, cycle, index, int(job["epochs"]), on_epoch)
     return {"losses": result.losses, "val_losses": result.val_losses, "diverged": result.diverged,
-            "metrics": result.metrics, "archive": trained.archive_writer(), "snapshot": trained.snapshot(), "where": where,
+            "metrics": result.metrics, "archive": _archive_copy(trained, setup), "snapshot": trained.snapshot(), "where": where,
             "notes": ctx.backend.pop_notes()}
+
+
+def _archive_copy(trained, setup: dict[str, Any]):
+    """The member's archive for the driver to write: a copy of its state, laid out by the driver's
+    Keras, when the driver runs the same Keras version (the layout is private to each version);
+    else the archive's bytes, written by this worker's own Keras."""
+    import keras
+
+    from . import models as mdl
+
+    if setup.get("keras") == keras.__version__:
+        return trained.archive_writer()
+    return mdl.ArchiveCopy(data=mdl.archive_bytes(trained.model))
 
 
 def capacity(nodes: list[dict[str, Any]], cpus: float, gpus: float) -> int:
@@ -324,6 +336,12 @@ class MemberWorker:
 
 
 # -- the driver side ------------------------------------------------------------------------------
+
+def _keras_version() -> str:
+    import keras
+
+    return keras.__version__
+
 
 class RayEvaluator:
     """Train each population's members on Ray worker actors (see the module's text)."""
@@ -380,6 +398,7 @@ class RayEvaluator:
         self.data_ref = ray.put(arrays)
         self.setup_ref = ray.put({
             "run_id": uuid.uuid4().hex, "config": cfg.to_dict(), "search_context": ctx.backend.search_context(),
+            "keras": _keras_version(),
             "unsafe": ctx.unsafe_model, "cpus": cfg.ray_cpus_per_member,
         })
         self._actor_class = ray.remote(MemberWorker)

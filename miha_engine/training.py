@@ -229,6 +229,13 @@ class Trainer:
         if x is self.data.x and y is self.data.y:
             xs, ys = self._x, self._y
         else:
+            # the dtypes the model trained on, as Keras' adapter casts floats (and no trace per dtype)
+            x, y = _like(x, self.data.x), _like(y, self.data.y)
+            if self.data_device is None and tf.config.list_logical_devices("GPU") and \
+                    data_device(int(x.nbytes + y.nbytes), True)[0] is not None:
+                # too large to put on the GPU whole: Keras' evaluate copies one batch at a time
+                out = model.evaluate(x, y, batch_size=self._eval_batch, verbose=0, return_dict=True)
+                return _scalars(out)
             with tf.device(self.data_device) if self.data_device else contextlib.nullcontext():
                 xs, ys = tf.constant(x), tf.constant(y)
         return self._loop(model).evaluate(xs, ys, self._eval_batch, False, other=True)[0]
@@ -291,6 +298,10 @@ class _CompiledLoop:
                 step((xb, yb))
             return model.get_metrics_result()
 
+        # as Keras' test_step computes it (its wrapper drops ``training`` for an override of
+        # compute_loss written before Keras 3.3)
+        compute_loss = getattr(model, "_compute_loss", None) or model.compute_loss
+
         def evaluate(x, y, size, with_pred):
             model.reset_metrics()
             n = tf.shape(x)[0]
@@ -300,7 +311,7 @@ class _CompiledLoop:
                 with on_data():
                     xb, yb = x[k * size:(k + 1) * size], y[k * size:(k + 1) * size]
                 pred = model(xb, training=False)
-                loss = model.compute_loss(x=xb, y=yb, y_pred=pred, training=False)
+                loss = compute_loss(x=xb, y=yb, y_pred=pred, training=False)
                 total += tf.cast(loss, tf.float64) * tf.cast(tf.shape(xb)[0], tf.float64)
                 model.compute_metrics(xb, yb, pred)
                 if with_pred:
@@ -341,6 +352,14 @@ def data_device(nbytes: int, has_gpu: bool) -> tuple[str | None, str]:
     return "/CPU:0", (f"the dataset ({nbytes / 2**20:.0f} MB) is larger than the {limit:.0f} MB kept on the GPU for a "
                       "run: it stays in host memory and each batch is copied to the GPU (MIHA_DEVICE_DATA_MB "
                       "raises the limit)")
+
+
+def _like(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``a`` as ``ref``'s dtype where both are floating point (a float64 test set of a float32 run)."""
+    a = np.asarray(a)
+    if a.dtype != ref.dtype and np.issubdtype(a.dtype, np.floating) and np.issubdtype(ref.dtype, np.floating):
+        return a.astype(ref.dtype)
+    return a
 
 
 def _scalars(logs) -> dict[str, float]:

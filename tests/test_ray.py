@@ -361,3 +361,27 @@ def test_two_nodes_of_three_cpus_train_two_cpu_members_without_waiting_forever()
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "RESULT finished 2" in out.stdout, out.stdout[-2000:]
+
+
+def test_a_worker_on_another_keras_returns_its_archive_as_bytes_that_load(tmp_path):
+    # a member's archive copy is laid out by the driver's Keras: only when both run the same version
+    # (the layout is private to each); else the worker's own Keras writes it, and it loads the same
+    import pickle
+
+    import numpy as np
+
+    from miha_engine import models as mdl
+    from miha_engine.backend import _LiveMember
+    from miha_engine.genes import Genes
+
+    model = dense_classifier()
+    member = _LiveMember(model, Genes(optimizer="adam", learning_rate=1e-3, batch_size=32))
+    same = ray_evaluator._archive_copy(member, {"keras": ray_evaluator._keras_version()})
+    other = ray_evaluator._archive_copy(member, {"keras": "3.0.0"})
+    assert same.data is None and same.entries
+    assert other.data is not None and not other.entries
+    for i, copy in enumerate((same, other)):
+        path = tmp_path / f"{i}.keras"
+        pickle.loads(pickle.dumps(copy))(path)
+        for a, b in zip(mdl.load_model(path).get_weights(), model.get_weights()):
+            np.testing.assert_array_equal(a, b)
