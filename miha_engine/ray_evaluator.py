@@ -14,9 +14,9 @@ bounds its memory.  Each member call receives:
 - its genes,
 - a reference to the training and validation arrays (put in the object store once per run),
 
-and returns its per-epoch losses, a copy of its trained archive (:class:`~miha_engine.models.ArchiveCopy`,
-which the driver's archive thread writes into the run folder) and its trained state as arrays (for
-selection and crossover).  Epoch results stream back
+and returns its per-epoch losses, a copy of its trained archive
+(:class:`~miha_engine.models.ArchiveCopy`, which the driver's archive thread writes into the run
+folder) and its trained state as arrays (for selection and crossover).  Epoch results stream back
 through a small Ray queue while members train, so the app's plots stay live.
 
 A worker that dies mid-member (a crash, a lost node, out of memory) is started again and the member
