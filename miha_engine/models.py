@@ -23,7 +23,7 @@ import numpy as np
 from .config import DEFAULT_BATCH_SIZE, KNOWN_ACTIVATIONS, OPTIMIZER_DEFAULT_LR, RunConfig
 from .errors import ModelLoadError
 from .genes import Genes
-from .runlog import atomic_write
+from .runlog import atomic_write, atomic_write_bytes
 from .snapshot import Snapshot
 
 _TF_CONFIGURED: dict[str, Any] = {}
@@ -998,8 +998,7 @@ class ArchiveCopy:
 
     def __call__(self, path: str | Path) -> Path:
         if self.data is not None:
-            data = self.data
-            return atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+            return atomic_write_bytes(Path(path), self.data)
         return atomic_write(Path(path), self._lay_out)
 
     def _lay_out(self, tmp: Path) -> None:

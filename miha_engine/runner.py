@@ -321,8 +321,12 @@ class _Loop:
     def _save(self, writer, path: Path, description: str) -> None:
         """Queue ``writer(path)`` (an archive, atomically, by the writer: see :class:`_ArchiveQueue`);
         it is journalled once written.  ``writer`` owns what it writes (a copy of the state)."""
-        self._archives.submit(lambda p: self._write(writer, p), path, description)
+        self._queue_write(writer, path, description)
         self._journal_archives(at_most=ARCHIVES_QUEUED)
+
+    def _queue_write(self, writer, path: Path, description: str | None) -> None:
+        """Queue ``writer(path)`` on the archive thread, with the loop's error handling (``_write``)."""
+        self._archives.submit(lambda p: self._write(writer, p), path, description)
 
     def _journal_archives(self, wait: bool = False, at_most: int | None = None) -> None:
         """Journal the archives written (all queued ones, waiting for them, with ``wait``; the oldest
@@ -493,8 +497,7 @@ class _Loop:
         name = self._score_name()
         shown = 1.0 - score if metric_direction(self.config.fitness_metric) == "higher" else score
         pending = self.folder.pending_best_path(self.step)
-        writer = capture()
-        self._archives.submit(lambda p: self._write(writer, p), pending, None)
+        self._queue_write(capture(), pending, None)
         if self._pending_best is not None and self._pending_best[0] != pending:
             superseded = self._pending_best[0]  # before any checkpoint saw it; after its own write (one queue)
             self._archives.submit(lambda p: p.unlink(missing_ok=True), superseded, None)
