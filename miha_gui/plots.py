@@ -287,6 +287,14 @@ class GenesPlot(pg.GraphicsLayoutWidget):
             self.legend.addItem(item, name)
         self.labels: list[pg.TextItem] = []
         self.plotItem = self.lr_plot  # for the CSV exporter
+        self._empty_ranges()
+
+    def _empty_ranges(self) -> None:
+        """Before a run: typical ranges instead of pyqtgraph's 0–1 (on the log axis its ticks piled up
+        into an unreadable stack); the curves' own ranges take over when data comes."""
+        self.lr_plot.setRange(xRange=(1, 10), yRange=(-4, -2), padding=0)
+        self.lr_plot.getAxis("left").setTicks([[(-4, "0.0001"), (-3, "0.001"), (-2, "0.01")], []])
+        self.bs_plot.setYRange(16, 64, padding=0)
 
     def clear_run(self) -> None:
         self._drawn = -1
@@ -296,6 +304,7 @@ class GenesPlot(pg.GraphicsLayoutWidget):
         for t in self.labels:
             self.lr_plot.removeItem(t)
         self.labels.clear()
+        self._empty_ranges()
 
     def export(self, path: str | Path) -> Path:
         import pyqtgraph.exporters as ex
@@ -331,6 +340,9 @@ class GenesPlot(pg.GraphicsLayoutWidget):
         wd = np.array([g.get("weight_decay") or np.nan for g in genes], float)  # 0 has no log: a gap
         self.wd.setData(steps, wd, connect="finite")
         self.bs.setData(steps, bs)
+        if steps.size:  # the curves' own ranges and ticks (set by hand before a run)
+            self.lr_plot.getAxis("left").setTicks(None)
+            self.lr_plot.enableAutoRange()
         finite = bs[np.isfinite(bs)]
         if finite.size:  # room around the batch sizes (a constant one drew as 31.8 … 32.2)
             self.bs_plot.setYRange(finite.min() / 1.6, finite.max() * 1.6, padding=0)

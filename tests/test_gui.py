@@ -518,6 +518,30 @@ def test_the_genes_plot_draws_weight_decay_the_annealed_rate_and_dropout(qtbot):
     assert any("dropout 0.2" in t for t in labels) and any("dropout 0.4" in t for t in labels)
 
 
+def test_the_empty_genes_plot_shows_a_readable_rate_axis_and_the_data_takes_over(qtbot):
+    # before a run pyqtgraph's default 0-1 range on the log axis piled its tick labels into a stack
+    from miha_engine.state import RunState
+    from miha_gui.plots import GenesPlot
+
+    plot = GenesPlot()
+    qtbot.addWidget(plot)
+    plot.resize(400, 260)
+    plot.show()
+    axis = plot.lr_plot.getAxis("left")
+    assert plot.lr_plot.viewRange()[1] == pytest.approx([-4, -2])
+    assert [label for _, label in axis._tickLevels[0]] == ["0.0001", "0.001", "0.01"]  # set by setTicks
+    st = RunState()
+    st.main_steps = [1, 2, 3]
+    st.main_genes = [{"optimizer": "sgd", "learning_rate": 0.05, "batch_size": 128}] * 3
+    plot.refresh(st)
+    qtbot.waitUntil(lambda: plot.lr_plot.viewRange()[1][0] < -1.3 < plot.lr_plot.viewRange()[1][1])  # log10(0.05)
+    assert axis._tickLevels is None  # pyqtgraph's own ticks for the data
+    low, high = plot.bs_plot.viewRange()[1]
+    assert low < 128 < high
+    plot.clear_run()
+    assert plot.lr_plot.viewRange()[1] == pytest.approx([-4, -2])
+
+
 def test_an_elided_label_keeps_its_whole_text_and_never_asks_for_its_width(qtbot):
     from PySide6.QtWidgets import QLabel
 
