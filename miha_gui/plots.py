@@ -124,8 +124,14 @@ class LossPlot(_Base):
             item.setDownsampling(auto=True, method="peak")
         self.hint = pg.TextItem("The loss of every epoch appears here\nonce a run starts.",
                                 color="#868e96", anchor=(0.5, 0.5))
-        self.hint.setPos(0.5, 0.5)
+        self.hint.setPos(5.5, 0.0)
         self.addItem(self.hint)
+        self._empty_range()
+
+    def _empty_range(self) -> None:
+        """Before a run: whole epochs 1-10 and losses 0.1-10 (pyqtgraph's default 0-1 range showed
+        tenths of an epoch); the data's own range takes over with the first epoch."""
+        self.setRange(xRange=(1, 10), yRange=(-1, 1), padding=0)
 
     def clear_run(self) -> None:
         self._main_sig = None
@@ -138,6 +144,7 @@ class LossPlot(_Base):
         self.main.setData([], [])
         self.val.setData([], [])
         self.hint.setVisible(True)
+        self._empty_range()
 
     def _main_value_at(self, st: RunState, step: int, use_val: bool) -> float:
         if step <= 0 or step > len(st.main_steps):
@@ -153,6 +160,9 @@ class LossPlot(_Base):
         has_val = any(v == v for v in st.main_val_losses)
         main_sig = (len(st.main_steps), st.main_steps[-1] if st.main_steps else None, has_val)
         if main_sig != getattr(self, "_main_sig", None):
+            before = getattr(self, "_main_sig", None)
+            if main_sig[0] and (before is None or not before[0]):  # the first epoch: the data's range
+                self.enableAutoRange()
             self._main_sig = main_sig
             self.main.setData(np.array(st.main_steps, float), _positive(st.main_losses))
             self.val.setData(np.array(st.main_steps, float) if has_val else [],

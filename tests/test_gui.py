@@ -518,6 +518,26 @@ def test_the_genes_plot_draws_weight_decay_the_annealed_rate_and_dropout(qtbot):
     assert any("dropout 0.2" in t for t in labels) and any("dropout 0.4" in t for t in labels)
 
 
+def test_the_empty_loss_plot_shows_whole_epochs_and_the_data_takes_over(qtbot):
+    from miha_engine.state import RunState
+    from miha_gui.plots import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.show()
+    (x0, x1), (y0, y1) = plot.getViewBox().viewRange()
+    assert (x0, x1, y0, y1) == pytest.approx((1, 10, -1, 1))  # epochs 1-10, losses 0.1-10 (log axis)
+    st = RunState()
+    st.main_steps = list(range(1, 31))
+    st.main_losses = [0.01 * (1 + 1 / s) for s in st.main_steps]
+    st.main_val_losses = [float("nan")] * 30
+    plot.refresh(st)
+    qtbot.waitUntil(lambda: plot.getViewBox().viewRange()[0][1] >= 30 and plot.getViewBox().viewRange()[1][0] < -1.5)
+    assert not plot.hint.isVisible()
+    plot.clear_run()
+    assert plot.getViewBox().viewRange()[0] == pytest.approx([1, 10]) and plot.hint.isVisible()
+
+
 def test_the_empty_genes_plot_shows_a_readable_rate_axis_and_the_data_takes_over(qtbot):
     # before a run pyqtgraph's default 0-1 range on the log axis piled its tick labels into a stack
     from miha_engine.state import RunState
