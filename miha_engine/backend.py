@@ -13,6 +13,7 @@ in milliseconds without TensorFlow.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -172,8 +173,12 @@ class KerasBackend:
         calibration = (self.spec.task, self.spec.from_logits) if config.fitness_metric == CALIBRATED else None
         self.trainer = Trainer(data, config, cancel, config.seed, calibration=calibration)
         # one sample: a new pooled model builds its compiled loss and metrics eagerly with it
+        # the optimizer kinds a member may take: one model serves them all (see models.install_knobs)
+        kinds: tuple[str, ...] = ()
+        if "optimizer" in config.search.kinds and os.environ.get("MIHA_OPTIMIZER_SWITCH", "1") != "0":
+            kinds = (mdl.initial_genes(model, self.spec, config, self.choices).optimizer, *config.search.optimizers)
         self.pool = mdl.ModelPool(model, self.spec, self.trainer.steps_per_execution(), self.trainer.jit(model),
-                                  sample=(data.x[:1], data.y[:1]), choices=self.choices)
+                                  sample=(data.x[:1], data.y[:1]), choices=self.choices, optimizers=kinds)
         self.main = None  # the pooled model that holds the main line now
         # a model of Keras' own layers draws only seeded, stateless randomness: reseeding may keep
         # TensorFlow's kernels (see models.set_random_seed)

@@ -13,7 +13,7 @@ import functools
 import os
 import weakref
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -631,6 +631,9 @@ class _Knobs:
         self.activation: dict[str, tuple[Any, tuple[str, ...]]] = {}
         #: (smoothing variable, the compiled loss instance) when the loss smooths labels
         self.label_smoothing: tuple[Any, Any] | None = None
+        #: optimizer kind -> its optimizer, built on this model when a member first takes the kind,
+        #: when one model serves every optimizer kind of the run (see :func:`add_optimizer`)
+        self.optimizers: dict[str, Any] | None = None
 
 
 #: Keras layers that apply ``self.activation`` to their output at call time: their activation can be
@@ -653,10 +656,13 @@ _KNOBS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: How many times each model's training chunk (with its train step) was traced, by ``id(model)``:
 #: a test counts retraces.
 TRACES: collections.Counter = collections.Counter()
+#: How many times a model that serves several optimizer kinds had its forward and backward pass traced
+#: (once: every kind's chunk calls the same traced pass), by ``id(model)``.
+STEP_TRACES: collections.Counter = collections.Counter()
 
 
 def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | None = None,
-                  smoothing: bool = False) -> None:
+                  smoothing: bool = False, switch_optimizers: bool = False) -> None:
     """Give ``model`` (compiled) variables for the genes that can change without a retrace.
 
     ``switch`` (see :func:`switchable_slots`): layers whose activation becomes a ``tf.switch_case``
@@ -665,11 +671,19 @@ def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | N
     plain Keras.
 
     ``smoothing``: the compiled loss is this model's own instance of a Keras loss class (see
-    :func:`smoothing_by_variable`), whose function may read the label smoothing from a variable."""
+    :func:`smoothing_by_variable`), whose function may read the label smoothing from a variable.
+
+    ``switch_optimizers``: the model serves every optimizer kind of the run: each kind is a plain
+    Keras optimizer built on it when first needed (:func:`add_optimizer`), and the chosen one is
+    ``model.optimizer`` (:func:`select_optimizer`), so snapshots, configs and archives are that
+    optimizer's.  The trainer traces the model's forward and backward pass once, and each kind's
+    update once (``training._CompiledLoop``)."""
     import tensorflow as tf
 
     keras = _keras()
     knobs = _Knobs()
+    if switch_optimizers:
+        knobs.optimizers = {genes.optimizer: model.optimizer}
     by_path = dict(iter_layers(model)) if switch else {}
     for path, names in (switch or {}).items():
         layer = by_path[path]
@@ -692,28 +706,9 @@ def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | N
         layer.get_config = get_config
     opt = model.optimizer
     if genes.weight_decay is not None and opt is not None:
-        var = tf.Variable(float(genes.weight_decay), trainable=False, dtype=tf.float32, name="miha_weight_decay")
-        knobs.weight_decay = var
-        class_config = type(opt).get_config
-
-        def apply_weight_decay(variables, _opt=opt, _var=var):
-            def decay():
-                for variable in variables:
-                    if _opt._use_weight_decay(variable):
-                        v = variable.value if isinstance(variable, keras.Variable) else variable
-                        v.assign_sub(v * tf.cast(_var, v.dtype) * tf.cast(_opt.learning_rate, v.dtype))
-                return tf.constant(True)
-
-            tf.cond(_var > 0, decay, lambda: tf.constant(False))
-
-        def get_config(_opt=opt, _var=var, _class=class_config):
-            cfg = _class(_opt)
-            wd = float(_var.numpy())
-            cfg["weight_decay"] = wd if wd > 0 or type(_opt).__name__ == "AdamW" else None
-            return cfg
-
-        opt._apply_weight_decay = apply_weight_decay
-        opt.get_config = get_config
+        knobs.weight_decay = tf.Variable(float(genes.weight_decay), trainable=False, dtype=tf.float32,
+                                         name="miha_weight_decay")
+        _decay_by_variable(opt, knobs.weight_decay)
     loss = getattr(model, "loss", None)
     if smoothing and genes.label_smoothing is not None and callable(getattr(loss, "fn", None)):
         # float64, as Keras computes ``1 - smoothing`` and ``0.5 * smoothing`` on Python floats
@@ -753,6 +748,34 @@ def install_knobs(model, genes: Genes, switch: Mapping[str, tuple[str, ...]] | N
         layer.call = call
     _KNOBS[model] = knobs
     set_knobs(model, genes)
+
+
+def _decay_by_variable(opt, var) -> None:
+    """Make ``opt`` read its weight decay from ``var`` (so a new decay needs no new traced step), and
+    name the variable's value in its config."""
+    import tensorflow as tf
+
+    keras = _keras()
+    class_config = type(opt).get_config
+
+    def apply_weight_decay(variables, _opt=opt, _var=var):
+        def decay():
+            for variable in variables:
+                if _opt._use_weight_decay(variable):
+                    v = variable.value if isinstance(variable, keras.Variable) else variable
+                    v.assign_sub(v * tf.cast(_var, v.dtype) * tf.cast(_opt.learning_rate, v.dtype))
+            return tf.constant(True)
+
+        tf.cond(_var > 0, decay, lambda: tf.constant(False))
+
+    def get_config(_opt=opt, _var=var, _class=class_config):
+        cfg = _class(_opt)
+        wd = float(_var.numpy())
+        cfg["weight_decay"] = wd if wd > 0 or type(_opt).__name__ == "AdamW" else None
+        return cfg
+
+    opt._apply_weight_decay = apply_weight_decay
+    opt.get_config = get_config
 
 
 def uses_only_keras_layers(model) -> bool:
@@ -822,6 +845,7 @@ def set_knobs(model, genes: Genes) -> None:
     knobs = _KNOBS.get(model)
     if knobs is None:
         return
+    select_optimizer(model, genes.optimizer)
     for path, name in genes.activations:
         entry = knobs.activation.get(path)
         if entry is not None:
@@ -845,6 +869,38 @@ def set_knobs(model, genes: Genes) -> None:
         if var is not None:
             var.assign(float(rate))
             by_path[path].rate = float(rate)
+
+
+def switches_optimizers(model) -> bool:
+    """Whether ``model`` serves every optimizer kind of the run (see :func:`install_knobs`)."""
+    knobs = _KNOBS.get(model)
+    return knobs is not None and knobs.optimizers is not None
+
+
+def add_optimizer(model, kind: str, opt) -> None:
+    """Give a model that serves every optimizer kind its optimizer of ``kind`` (``opt``, not built):
+    built on the model's trainable variables, its first state kept for resets, its weight decay read
+    from the model's variable."""
+    knobs = _KNOBS[model]
+    opt.build(model.trainable_variables)
+    _FRESH_OPTIMIZER[opt] = [np.array(v.numpy(), copy=True) for v in opt.variables]
+    if knobs.weight_decay is not None:
+        _decay_by_variable(opt, knobs.weight_decay)
+    knobs.optimizers[kind] = opt
+
+
+def select_optimizer(model, kind: str) -> None:
+    """Make ``model``'s optimizer of ``kind`` its ``model.optimizer`` (and the one its archive names);
+    nothing for a model that does not serve several kinds."""
+    knobs = _KNOBS.get(model)
+    if knobs is None or knobs.optimizers is None:
+        return
+    if kind not in knobs.optimizers:
+        raise ValueError(f"optimizer {kind!r} is not built on this model ({', '.join(knobs.optimizers)})")
+    opt = knobs.optimizers[kind]
+    if model.optimizer is not opt:
+        model.optimizer = opt
+        model._compile_config.config["optimizer"] = opt  # what get_compile_config (an archive) names
 
 
 # -- building members ---------------------------------------------------------------------------
@@ -1039,6 +1095,7 @@ def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | Non
         True when the optimizer state was carried over.
     """
     model.set_weights(snap.weights if weights is None else weights)
+    select_optimizer(model, genes.optimizer)
     opt = model.optimizer
     if not opt.built:
         opt.build(model.trainable_variables)
@@ -1064,10 +1121,17 @@ def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | Non
 #: Nadam's u_product at 1): a reset to "a fresh optimizer" restores these, not zeros.
 _FRESH_OPTIMIZER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+#: The most memory (MB) one model may spend on the state of every optimizer kind of the run (its
+#: slots per weight, float32); above it each kind keeps a pooled model of its own.
+OPTIMIZER_SWITCH_MB = 256
+_OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2, "rmsprop": 1, "adadelta": 2, "nadam": 2, "adamax": 2,
+                    "adagrad": 1}
+
 
 class ModelPool:
-    """Compiled models kept for reuse, one per optimizer kind (and activations a switch cannot serve;
-    label smoothing too where the loss is the user's own class).
+    """Compiled models kept for reuse: one for every optimizer kind of the run (else one per kind), and
+    one per activation that no switch serves (label smoothing too where the loss is the user's own
+    class).
 
     Building, compiling and tracing (plus XLA compilation) a fresh model costs more than an epoch
     of a small network; members that differ from a previous one only by learning rate or batch
@@ -1076,7 +1140,7 @@ class ModelPool:
     """
 
     def __init__(self, base, spec: CompileSpec, spe: int, jit, max_size: int = 6, sample=None,
-                 choices: Mapping[str, tuple[str, ...]] | None = None):
+                 choices: Mapping[str, tuple[str, ...]] | None = None, optimizers: Sequence[str] = ()):
         self.base = base
         self.spec = spec
         #: activation slots that one traced step serves with every choice (see :func:`install_knobs`);
@@ -1086,6 +1150,10 @@ class ModelPool:
         self.switched = switchable_slots(base, self._choices) if jit is not True else {}
         #: a loss whose label smoothing one traced step serves (through a variable, see install_knobs)
         self._smoothable = smoothing_by_variable(spec.loss)
+        #: optimizer kinds that one model serves (see :func:`install_knobs`); a kind outside them (the
+        #: search space edited during a run) gets a pooled model of its own
+        self._kinds = tuple(dict.fromkeys(o.lower() for o in optimizers))
+        self.optimizer_kinds = self._switch_kinds(jit)
         #: one training sample (x, y): a new model's compiled loss and metrics are built with it
         self.sample = sample
         self.spe = spe
@@ -1096,17 +1164,38 @@ class ModelPool:
         self.reused = 0
         self.evicted = 0
 
+    def _switch_kinds(self, jit) -> tuple[str, ...]:
+        """The optimizer kinds one model serves: none under XLA (as for activations), with a single
+        kind, with an optimizer that keeps more than its slots (an EMA, accumulated gradients), scales
+        its loss, or is a class of the user's own, or when every kind's state would take more than
+        ``OPTIMIZER_SWITCH_MB``."""
+        template = self.spec.optimizer_template
+        if jit is True or len(self._kinds) < 2:
+            return ()
+        if template is not None and (
+                getattr(template, "use_ema", False) or getattr(template, "gradient_accumulation_steps", None)
+                or getattr(template, "loss_scale_factor", None) is not None
+                or not type(template).__module__.startswith("keras.")):
+            return ()
+        weights = sum(int(np.prod(w.shape)) for w in self.base.trainable_weights)
+        slots = sum(_OPTIMIZER_SLOTS.get(kind, 3) for kind in self._kinds)
+        if weights * 4 * slots / 2**20 > OPTIMIZER_SWITCH_MB:
+            return ()
+        return self._kinds
+
     def key(self, genes: Genes) -> tuple:
-        """What needs its own traced step: the optimizer's kind, any activation that no switch serves,
-        and the label smoothing of a loss of the user's own (switched activations, a Keras loss's
-        smoothing, weight decay, dropout rates, learning rate and batch size do not)."""
+        """What needs a model of its own: an optimizer kind that no model serves with the others, any
+        activation that no switch serves, and the label smoothing of a loss of the user's own (switched
+        optimizers and activations, a Keras loss's smoothing, weight decay, dropout rates, learning
+        rate and batch size do not)."""
         fixed = tuple((p, a) for p, a in genes.activations if p not in self.switched)
+        kind = "*" if genes.optimizer in self.optimizer_kinds else genes.optimizer
         smoothing = genes.label_smoothing if genes.label_smoothing is None or not self._smoothable else "*"
-        return (fixed, genes.optimizer, smoothing, genes.weight_decay is None)
+        return (fixed, kind, smoothing, genes.weight_decay is None)
 
     def get(self, genes: Genes):
-        """A compiled model for ``genes``; its state is whatever it last held: :func:`restore` a
-        snapshot into it."""
+        """A compiled model for ``genes`` (its optimizer of their kind selected); its state is whatever
+        it last held: :func:`restore` a snapshot into it."""
         key = self.key(genes)
         model = self._models.pop(key, None)
         if model is None:
@@ -1120,10 +1209,14 @@ class ModelPool:
             _FRESH_OPTIMIZER[opt] = [np.array(v.numpy(), copy=True) for v in opt.variables]
             if self.sample is not None:
                 build_compiled_state(model, *self.sample)
-            install_knobs(model, genes, self.switched, smoothing=self._smoothable)
+            install_knobs(model, genes, self.switched, smoothing=self._smoothable, switch_optimizers=key[1] == "*")
             self.built += 1
         else:
             self.reused += 1  # its knobs (activation switches among them) are set by restore()
+            if key[1] == "*" and genes.optimizer not in _KNOBS[model].optimizers:
+                add_optimizer(model, genes.optimizer,
+                              make_optimizer(genes.optimizer, genes.learning_rate, self.spec.optimizer_template))
+        select_optimizer(model, genes.optimizer)
         self._models[key] = model
         while len(self._models) > self.max_size:
             oldest = next(iter(self._models))
@@ -1137,3 +1230,4 @@ class ModelPool:
         self.evicted += len(self._models)
         self._models.clear()
         self.switched = switchable_slots(self.base, self._choices)
+        self.optimizer_kinds = self._switch_kinds(False)

@@ -284,19 +284,34 @@ class _CompiledLoop:
         def on_data():  # gather where the data lives (the host when it stays there), train on the device
             return tf.device(data_device) if data_device else contextlib.nullcontext()
 
-        from .models import TRACES
+        from .models import TRACES, switches_optimizers
 
         key = id(model)
+        if not jit and switches_optimizers(model):
+            step = _shared_step(model, key)
 
-        @tf.function(reduce_retracing=True)
-        def train(x, y, order, start, stop, batch):
-            TRACES[key] += 1  # Python runs here only while the chunk (and the train step in it) is traced
-            for i in tf.range(start, stop):
-                with on_data():
-                    rows = order[i * batch:(i + 1) * batch]
-                    xb, yb = tf.gather(x, rows), tf.gather(y, rows)
-                step((xb, yb))
-            return model.get_metrics_result()
+        def make_chunk():  # traced with the model's optimizer of the moment, which its step updates with
+            @tf.function(reduce_retracing=True)
+            def train(x, y, order, start, stop, batch):
+                TRACES[key] += 1  # Python runs here only while the chunk (and the train step in it) is traced
+                for i in tf.range(start, stop):
+                    with on_data():
+                        rows = order[i * batch:(i + 1) * batch]
+                        xb, yb = tf.gather(x, rows), tf.gather(y, rows)
+                    step((xb, yb))
+                return model.get_metrics_result()
+            return train
+
+        # one chunk per optimizer the model trains with (one, unless the model serves every optimizer
+        # kind of the run: then each kind's chunk is traced when first used)
+        chunks: dict[int, tuple] = {}
+
+        def train(*args):
+            opt = model.optimizer
+            entry = chunks.get(id(opt))
+            if entry is None or entry[0] is not opt:
+                entry = chunks[id(opt)] = (opt, make_chunk())
+            return entry[1](*args)
 
         # as Keras' test_step computes it (its wrapper drops ``training`` for an override of
         # compute_loss written before Keras 3.3)
@@ -330,6 +345,38 @@ class _CompiledLoop:
     def evaluate(self, x, y, size: int, with_pred: bool, other: bool = False) -> tuple[dict[str, float], np.ndarray | None]:
         logs, pred = (self._evaluate_other if other else self._evaluate)(x, y, size, with_pred)
         return _scalars(logs), (pred.numpy() if with_pred else None)
+
+
+def _shared_step(model, key: int):
+    """A train step for a model that serves several optimizer kinds: Keras' own ``train_step`` (the
+    same operations, in effect in the same order), with the forward and backward pass and the metric
+    updates in a ``tf.function`` of their own, traced once and called by every kind's chunk, and the
+    update by whichever optimizer is ``model.optimizer`` while a chunk is traced.  So a new optimizer
+    kind traces only its update and the chunk's loop; TensorFlow inlines the call, so a step runs as
+    Keras' own does.  (Such a model's optimizers never scale the loss: see ``ModelPool._switch_kinds``.)"""
+    import tensorflow as tf
+    from keras.src.losses import loss as loss_module
+
+    from .models import STEP_TRACES
+
+    @tf.function(reduce_retracing=True)
+    def forward_backward(x, y):
+        STEP_TRACES[key] += 1  # Python runs here only while the forward and backward pass is traced
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+            loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=True)
+            model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
+                                             sample_weight=tf.shape(x)[0])
+        gradients = tape.gradient(loss, model.trainable_weights)
+        model.compute_metrics(x, y, y_pred, sample_weight=None)
+        return gradients
+
+    def step(data):
+        x, y = data
+        gradients = forward_backward(x, y)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_weights))
+
+    return step
 
 
 #: The most data (training and validation arrays, in MB) kept in the GPU's memory for a whole run;

@@ -70,20 +70,67 @@ def test_weight_decay_and_dropout_change_training_without_a_new_traced_step(smal
     assert _train(backend, genes, parent)[0].losses == base.losses
 
 
-def test_switching_back_to_an_optimizer_seen_before_reuses_its_traced_step(small_digits):
-    # each optimizer kind traces once (its pooled model); switching between kinds already pooled
-    # traces nothing more, and trains exactly as before
+def test_an_optimizer_switch_traces_the_model_once_and_trains_like_a_model_compiled_with_it(small_digits, tmp_path):
+    # one model serves every optimizer kind of the search space: its forward and backward pass is
+    # traced once; a kind traces its update once, when first used, and switching back to a kind used
+    # before traces nothing; each kind trains exactly as a model compiled with that optimizer alone
+    # (one pooled model per kind, as without the switch); the archive is plain Keras
     backend = _backend(small_digits, _model())
     adam = backend.initial_genes()
-    sgd = adam.replace(optimizer="sgd", learning_rate=0.01)
+    assert backend.pool.optimizer_kinds[0] == "adam" and {"sgd", "rmsprop", "nadam"} <= set(backend.pool.optimizer_kinds)
+    kinds = [adam, adam.replace(optimizer="sgd", learning_rate=0.01), adam.replace(optimizer="rmsprop"),
+             adam.replace(optimizer="nadam", weight_decay=0.5)]
     backend.start(adam)
     parent = backend.snapshot(adam)
-    first = {g.optimizer: _train(backend, g, parent)[0].losses for g in (adam, sgd)}
-    models = {g.optimizer: backend.pool.get(g) for g in (adam, sgd)}
-    assert backend.pool.built == 2 and all(mdl.TRACES[id(m)] == 1 for m in models.values())
-    for g in (adam, sgd, adam, sgd):
-        assert _train(backend, g, parent)[0].losses == first[g.optimizer]
-    assert backend.pool.built == 2 and all(mdl.TRACES[id(m)] == 1 for m in models.values())
+    first = {g.optimizer: _train(backend, g, parent) for g in kinds}
+    model = backend.pool.get(adam)
+    assert backend.pool.built == 1 and mdl.STEP_TRACES[id(model)] == 1 and mdl.TRACES[id(model)] == len(kinds)
+    assert len({tuple(f.losses) for f, _ in first.values()}) == len(kinds)  # the kinds train differently
+    for g in kinds[::-1]:
+        assert _train(backend, g, parent)[0].losses == first[g.optimizer][0].losses
+    assert backend.pool.built == 1 and mdl.STEP_TRACES[id(model)] == 1 and mdl.TRACES[id(model)] == len(kinds)
+    # the same members on a pool without the switch: one model (and trace) per kind, the same training
+    plain = _backend(small_digits, _model())
+    plain.pool = mdl.ModelPool(plain.model, plain.spec, plain.trainer.steps_per_execution(), False,
+                               sample=(small_digits[0][:1], small_digits[1][:1]), choices=plain.choices)
+    assert plain.pool.optimizer_kinds == ()
+    plain.start(adam)
+    plain_parent = plain.snapshot(adam)
+    for g in kinds:
+        fit, snap = _train(plain, g, plain_parent)
+        assert fit.losses == first[g.optimizer][0].losses
+        assert snap.optimizer == g.optimizer and len(snap.optimizer_vars) == len(first[g.optimizer][1].optimizer_vars)
+        for a, b in zip(snap.optimizer_vars, first[g.optimizer][1].optimizer_vars):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(snap.weights, first[g.optimizer][1].weights):
+            np.testing.assert_array_equal(a, b)
+    assert plain.pool.built == len(kinds)
+    # the archive of the nadam member names Nadam (with its weight decay) and holds its state
+    nadam = kinds[-1]
+    mdl.restore(model, first["nadam"][1], nadam)
+    loaded = mdl.load_model(mdl.save_model(model, tmp_path / "nadam.keras"))
+    assert type(loaded.optimizer).__name__ == "Nadam" and loaded.optimizer.get_config()["weight_decay"] == 0.5
+    for a, b in zip(loaded.optimizer.variables, first["nadam"][1].optimizer_vars):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_an_optimizer_of_the_users_own_or_one_that_scales_its_loss_is_not_switched(small_digits):
+    # the train step scales the loss by the optimizer it was traced with, and a class of the user's own
+    # may keep state a fresh instance of another kind would not know: each keeps a pooled model per kind
+    import keras
+
+    scaled = _model()
+    scaled.compile(optimizer=keras.optimizers.Adam(loss_scale_factor=8.0), loss="sparse_categorical_crossentropy")
+    assert _backend(small_digits, scaled).pool.optimizer_kinds == ()
+
+    class Mine(keras.optimizers.SGD):
+        pass
+
+    own = _model()
+    own.compile(optimizer=Mine(), loss="sparse_categorical_crossentropy")
+    assert _backend(small_digits, own).pool.optimizer_kinds == ()
+    no_mutation = _backend(small_digits, _model(), cfg=CFG.replace(search=me.SearchSpace(kinds=("learning_rate",))))
+    assert no_mutation.pool.optimizer_kinds == ()
 
 
 def test_an_activation_switch_reuses_the_traced_step_and_trains_like_a_model_built_with_it(small_digits, tmp_path):
