@@ -81,7 +81,31 @@ def _segments(batch_sizes: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def overhead(quick: bool) -> dict[str, Any]:
+def warm_up(data, cfg) -> float:
+    """Train a small throwaway model for one epoch with the engine's Trainer and with Keras' ``fit``:
+    TensorFlow's function runtime starts up at a process's first traced call (measured 0.74 s in
+    part 7, ``benchmarks/first_epoch.py``), and without this only the run timed first (MIHA's) paid
+    it.  Returns the seconds it took."""
+    import keras
+
+    import miha_engine as me
+    from miha_engine.training import Trainer
+
+    t0 = time.perf_counter()
+    small = keras.Sequential([keras.Input(data.x.shape[1:]), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    trainer = Trainer(data, cfg, me.CancelToken(), 0)
+    small.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=trainer.steps_per_execution(32), jit_compile=trainer.jit(small))
+    trainer.fit(small, 32, 1, lambda *a: None)
+    plain = keras.Sequential([keras.Input(data.x.shape[1:]), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    plain.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    plain.fit(data.x, data.y, validation_data=(data.x_val, data.y_val), batch_size=32, epochs=1, verbose=0)
+    return time.perf_counter() - t0
+
+
+def overhead(quick: bool, cold: bool = False) -> dict[str, Any]:
     import mnist_fnn
 
     import miha_engine as me
@@ -95,6 +119,7 @@ def overhead(quick: bool) -> dict[str, Any]:
     cfg = cfg.replace(batch_size=32, seed=0)
     data = me.from_arrays(x, y, x_test=xt, y_test=yt).with_validation_split(cfg.validation_split, cfg.seed)
 
+    warm_up_s = None if cold else warm_up(data, cfg)
     batch_sizes: list[int] = []
     epoch_seconds: list[tuple[str, int, float]] = []  # (fit id, batch size, seconds)
     current = {"bs": cfg.batch_size, "fit": "runup"}
@@ -114,22 +139,33 @@ def overhead(quick: bool) -> dict[str, Any]:
             batch_sizes.append(current["bs"])
             epoch_seconds.append((current["fit"], current["bs"], e.seconds))
 
-    with Timers() as timers:
-        timers.wrap(Trainer, "fit", "training (fit)")
-        timers.wrap(Trainer, "evaluate", "evaluating (test, crossover)")
-        timers.wrap(Trainer, "validation_loss", "evaluating (test, crossover)")
-        timers.wrap(mdl.ModelPool, "get", "building and compiling members")
-        timers.wrap(mdl, "restore", "restoring weights and optimizer state")
-        timers.wrap(mdl, "snapshot", "snapshotting weights")
-        timers.wrap(mdl, "save_model", "saving archives")
-        if hasattr(mdl, "archive_writer"):  # since part 7 the training thread only copies; a thread writes
-            timers.wrap(mdl, "archive_writer", "saving archives")
-        for name in ("append_event", "write_history", "write_population", "write_state", "write_run", "update_run"):
-            timers.wrap(RunFolder, name, "writing the log")
-        model = mnist_fnn.build(0)
-        t0 = time.perf_counter()
-        me.run(model, data, cfg, run_dir=Path(tempfile.mkdtemp(prefix="miha-ovh-")) / "run", listeners=[listener])
-        miha_wall = time.perf_counter() - t0
+    pools: list[Any] = []  # the run's model pools: how many models it built (a new traced step each)
+    pool_init = mdl.ModelPool.__init__
+
+    def counted_init(self, *a, **k):
+        pool_init(self, *a, **k)
+        pools.append(self)
+
+    mdl.ModelPool.__init__ = counted_init
+    try:
+        with Timers() as timers:
+            timers.wrap(Trainer, "fit", "training (fit)")
+            timers.wrap(Trainer, "evaluate", "evaluating (test, crossover)")
+            timers.wrap(Trainer, "validation_loss", "evaluating (test, crossover)")
+            timers.wrap(mdl.ModelPool, "get", "building and compiling members")
+            timers.wrap(mdl, "restore", "restoring weights and optimizer state")
+            timers.wrap(mdl, "snapshot", "snapshotting weights")
+            timers.wrap(mdl, "save_model", "saving archives")
+            if hasattr(mdl, "archive_writer"):  # since part 7 the training thread only copies; a thread writes
+                timers.wrap(mdl, "archive_writer", "saving archives")
+            for name in ("append_event", "write_history", "write_population", "write_state", "write_run", "update_run"):
+                timers.wrap(RunFolder, name, "writing the log")
+            model = mnist_fnn.build(0)
+            t0 = time.perf_counter()
+            me.run(model, data, cfg, run_dir=Path(tempfile.mkdtemp(prefix="miha-ovh-")) / "run", listeners=[listener])
+            miha_wall = time.perf_counter() - t0
+    finally:
+        mdl.ModelPool.__init__ = pool_init
     breakdown = dict(timers.seconds)
     calls = dict(timers.calls)
     # first epoch of each fit beyond a steady epoch of its batch size: tracing and first-call costs
@@ -141,7 +177,8 @@ def overhead(quick: bool) -> dict[str, Any]:
         else:
             first[fit_id] = (bs, s)
     all_steady = statistics.median([s for v in steady.values() for s in v]) if steady else 0.0
-    retrace = sum(max(0.0, s - statistics.median(steady.get(bs) or [all_steady])) for bs, s in first.values())
+    excess = {f: max(0.0, s - statistics.median(steady.get(bs) or [all_steady])) for f, (bs, s) in first.items()}
+    retrace = sum(excess.values())
     segments = _segments(batch_sizes)
 
     # Limit 1: the engine's Trainer, one model, same epochs and batch sizes.
@@ -149,10 +186,13 @@ def overhead(quick: bool) -> dict[str, Any]:
     trainer = Trainer(data, cfg, me.CancelToken(), 0)
     limit_model.compile(optimizer=limit_model.optimizer, loss=limit_model.loss, metrics=["accuracy"],
                         steps_per_execution=trainer.steps_per_execution(32), jit_compile=trainer.jit(limit_model))
+    limit_epochs: list[float] = []
     t0 = time.perf_counter()
     for bs, n in segments:
-        trainer.fit(limit_model, bs, n, lambda *a: None)
+        trainer.fit(limit_model, bs, n, lambda epoch, loss, val, seconds: limit_epochs.append(seconds))
     trainer_wall = time.perf_counter() - t0
+    # the limit's own first epoch beyond its steady ones (its one trace)
+    limit_first_excess = max(0.0, limit_epochs[0] - statistics.median(limit_epochs[1:] or limit_epochs))
 
     # Limit 2: Keras' plain fit.
     plain = mnist_fnn.build(0)
@@ -162,6 +202,7 @@ def overhead(quick: bool) -> dict[str, Any]:
     keras_wall = time.perf_counter() - t0
 
     training = breakdown.get("training (fit)", 0.0)
+    new_models = sum(p.built for p in pools)
     outside = {k: v for k, v in breakdown.items() if k != "training (fit)"}
     outside["retracing (first epoch of each fit beyond a steady one; inside fit)"] = retrace
     outside["other (selection, fitness, Python)"] = miha_wall - training - sum(
@@ -172,7 +213,9 @@ def overhead(quick: bool) -> dict[str, Any]:
         "samples": data.n_train, "miha_wall_s": miha_wall, "trainer_limit_wall_s": trainer_wall,
         "keras_fit_wall_s": keras_wall, "overhead_vs_trainer": miha_wall / trainer_wall,
         "overhead_vs_keras_fit": miha_wall / keras_wall, "training_in_miha_s": training,
-        "outside_training_s": outside, "calls": calls, "fits": len(first),
+        "outside_training_s": outside, "calls": calls, "fits": len(first), "new_models": new_models,
+        "first_epoch_excess_s": {f: round(v, 3) for f, v in excess.items()},
+        "warm_up_s": warm_up_s, "trainer_limit_first_epoch_excess_s": limit_first_excess,
     }
 
 
@@ -213,11 +256,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--only", choices=("overhead", "scaling"))
+    ap.add_argument("--cold", action="store_true",
+                    help="no warm-up: the run timed first (MIHA's) also pays TensorFlow's start-up (as before part 9)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.only != "scaling":
-        o = overhead(args.quick)
+        o = overhead(args.quick, cold=args.cold)
         print(json.dumps(o, indent=2), flush=True)
         rec = {"system": "miha", "task": "mnist_fnn", "seed": 0, "epochs": o["compute_epochs"], "wall_s": o["miha_wall_s"],
                "metric": "overhead_vs_trainer", "value": o["overhead_vs_trainer"], "config": o}
