@@ -173,9 +173,11 @@ class KerasBackend:
         calibration = (self.spec.task, self.spec.from_logits) if config.fitness_metric == CALIBRATED else None
         self.trainer = Trainer(data, config, cancel, config.seed, calibration=calibration)
         # one sample: a new pooled model builds its compiled loss and metrics eagerly with it
-        # the optimizer kinds a member may take: one model serves them all (see models.install_knobs)
+        # the optimizer kinds a member may take, when one model serves them all (see
+        # models.install_knobs): opt-in (MIHA_OPTIMIZER_SWITCH=1) because the article configuration
+        # measured 4-15 % slower with it and the overhead run 8-15 % faster (benchmarks/REPORT.md, part 9)
         kinds: tuple[str, ...] = ()
-        if "optimizer" in config.search.kinds and os.environ.get("MIHA_OPTIMIZER_SWITCH", "1") != "0":
+        if "optimizer" in config.search.kinds and os.environ.get("MIHA_OPTIMIZER_SWITCH", "0") == "1":
             kinds = (mdl.initial_genes(model, self.spec, config, self.choices).optimizer, *config.search.optimizers)
         self.pool = mdl.ModelPool(model, self.spec, self.trainer.steps_per_execution(), self.trainer.jit(model),
                                   sample=(data.x[:1], data.y[:1]), choices=self.choices, optimizers=kinds)

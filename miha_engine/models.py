@@ -634,6 +634,8 @@ class _Knobs:
         #: optimizer kind -> its optimizer, built on this model when a member first takes the kind,
         #: when one model serves every optimizer kind of the run (see :func:`add_optimizer`)
         self.optimizers: dict[str, Any] | None = None
+        #: whether the compiled loss's and metrics' variables were built before any trace
+        self.compiled_state = False
 
 
 #: Keras layers that apply ``self.activation`` to their output at call time: their activation can be
@@ -653,8 +655,8 @@ def switchable_slots(model, choices: Mapping[str, tuple[str, ...]]) -> dict[str,
 
 
 _KNOBS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-#: How many times each model's training chunk (with its train step) was traced, by ``id(model)``:
-#: a test counts retraces.
+#: How many times each model's training chunks (with the train step in them) were traced, by
+#: ``id(model)``: a test counts retraces.  A model has a chunk per optimizer it trains with.
 TRACES: collections.Counter = collections.Counter()
 #: How many times a model that serves several optimizer kinds had its forward and backward pass traced
 #: (once: every kind's chunk calls the same traced pass), by ``id(model)``.
@@ -875,6 +877,22 @@ def switches_optimizers(model) -> bool:
     """Whether ``model`` serves every optimizer kind of the run (see :func:`install_knobs`)."""
     knobs = _KNOBS.get(model)
     return knobs is not None and knobs.optimizers is not None
+
+
+def shares_forward_pass(model) -> bool:
+    """Whether the trainer may trace ``model``'s forward and backward pass once for every optimizer
+    kind it serves (``training._shared_step``, which is Keras' own ``train_step`` split in two): the
+    model serves several kinds, trains with Keras' own ``train_step`` (not a class of the user's own
+    that overrides it), has trainable weights, and its compiled loss and metrics were built eagerly
+    (else they would be created while the pass is traced inside a chunk's trace)."""
+    knobs = _KNOBS.get(model)
+    if knobs is None or knobs.optimizers is None or not knobs.compiled_state or not model.trainable_weights:
+        return False
+    try:
+        from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+    except ImportError:
+        return False
+    return type(model).train_step is TensorFlowTrainer.train_step
 
 
 def add_optimizer(model, kind: str, opt) -> None:
@@ -1170,7 +1188,7 @@ class ModelPool:
         its loss, or is a class of the user's own, or when every kind's state would take more than
         ``OPTIMIZER_SWITCH_MB``."""
         template = self.spec.optimizer_template
-        if jit is True or len(self._kinds) < 2:
+        if jit is not False or len(self._kinds) < 2:  # "auto" may turn XLA on (on a GPU)
             return ()
         if template is not None and (
                 getattr(template, "use_ema", False) or getattr(template, "gradient_accumulation_steps", None)
@@ -1207,9 +1225,9 @@ class ModelPool:
                           metrics=self.spec.metrics, steps_per_execution=self.spe, jit_compile=self.jit)
             opt.build(model.trainable_variables)
             _FRESH_OPTIMIZER[opt] = [np.array(v.numpy(), copy=True) for v in opt.variables]
-            if self.sample is not None:
-                build_compiled_state(model, *self.sample)
+            built_state = self.sample is not None and build_compiled_state(model, *self.sample)
             install_knobs(model, genes, self.switched, smoothing=self._smoothable, switch_optimizers=key[1] == "*")
+            _KNOBS[model].compiled_state = built_state
             self.built += 1
         else:
             self.reused += 1  # its knobs (activation switches among them) are set by restore()

@@ -267,11 +267,13 @@ class _CompiledLoop:
     adapter, callbacks, and an ``evaluate`` per epoch that sets all of that up again.  A member trains
     only n epochs, so that was a quarter of its time (benchmarks/REPORT.md, "Second wave, part 6").
     This runs Keras' own ``train_step`` (the loss, the metrics and the optimizer exactly as Keras
-    runs them) inside one ``tf.function`` over a chunk of steps, each batch gathered from the
+    runs them) inside a ``tf.function`` over a chunk of steps, each batch gathered from the
     dataset's tensors by an index that the trainer shuffles per epoch.  The batch size is a tensor:
-    one trace serves every batch size.  With XLA on, each step is compiled (once per batch shape)
-    and called from the chunk.  The validation pass also returns the predictions, so the calibrated
-    loss needs no second forward pass.
+    one trace serves every batch size.  A model that serves several optimizer kinds has a chunk per
+    optimizer, traced when first used, and Keras' step split in two (:func:`_shared_step`): its
+    forward and backward pass is traced once.  With XLA on, each step is compiled (once per batch
+    shape) and called from the chunk.  The validation pass also returns the predictions, so the
+    calibrated loss needs no second forward pass.
     """
 
     def __init__(self, model, jit: bool, data_device: str | None = None):
@@ -279,18 +281,26 @@ class _CompiledLoop:
 
         self.jit = jit
         self.data_device = data_device
-        step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True) if jit else model.train_step
 
         def on_data():  # gather where the data lives (the host when it stays there), train on the device
             return tf.device(data_device) if data_device else contextlib.nullcontext()
 
-        from .models import TRACES, switches_optimizers
+        from .models import TRACES, shares_forward_pass
 
         key = id(model)
-        if not jit and switches_optimizers(model):
-            step = _shared_step(model, key)
+        shared = None
+        if not jit and shares_forward_pass(model):
+            with contextlib.suppress(ImportError):  # else Keras' own step, traced again by each kind's chunk
+                shared = _shared_step(model, key)
 
         def make_chunk():  # traced with the model's optimizer of the moment, which its step updates with
+            if shared is not None:
+                step = shared
+            elif jit:  # compiled once per batch shape, and per optimizer (a chunk each)
+                step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True)
+            else:
+                step = model.train_step
+
             @tf.function(reduce_retracing=True)
             def train(x, y, order, start, stop, batch):
                 TRACES[key] += 1  # Python runs here only while the chunk (and the train step in it) is traced
@@ -352,9 +362,10 @@ def _shared_step(model, key: int):
     same operations, in effect in the same order), with the forward and backward pass and the metric
     updates in a ``tf.function`` of their own, traced once and called by every kind's chunk, and the
     update by whichever optimizer is ``model.optimizer`` while a chunk is traced.  So a new optimizer
-    kind traces only its update and the chunk's loop; TensorFlow inlines the call, so a step runs as
-    Keras' own does.  (Such a model's optimizers never scale the loss: see ``ModelPool._switch_kinds``.)"""
+    kind traces only its update and the chunk's loop; the step runs Keras' operations (the call is
+    expected to be inlined: not yet checked; part 9 of benchmarks/REPORT.md measured long runs slower).  (Such a model's optimizers never scale the loss: see ``ModelPool._switch_kinds``.)"""
     import tensorflow as tf
+    from keras.src import tree
     from keras.src.losses import loss as loss_module
 
     from .models import STEP_TRACES
@@ -365,8 +376,8 @@ def _shared_step(model, key: int):
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
             loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=True)
-            model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
-                                             sample_weight=tf.shape(x)[0])
+            model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(
+                next(i for i in tree.flatten(x) if i is not None))[0])
         gradients = tape.gradient(loss, model.trainable_weights)
         model.compute_metrics(x, y, y_pred, sample_weight=None)
         return gradients

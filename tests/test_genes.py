@@ -70,11 +70,13 @@ def test_weight_decay_and_dropout_change_training_without_a_new_traced_step(smal
     assert _train(backend, genes, parent)[0].losses == base.losses
 
 
-def test_an_optimizer_switch_traces_the_model_once_and_trains_like_a_model_compiled_with_it(small_digits, tmp_path):
+def test_an_optimizer_switch_traces_the_model_once_and_trains_like_a_model_compiled_with_it(small_digits, tmp_path,
+                                                                                           monkeypatch):
     # one model serves every optimizer kind of the search space: its forward and backward pass is
     # traced once; a kind traces its update once, when first used, and switching back to a kind used
     # before traces nothing; each kind trains exactly as a model compiled with that optimizer alone
-    # (one pooled model per kind, as without the switch); the archive is plain Keras
+    # (one pooled model per kind, as without the switch); the archive is plain Keras.  Opt-in for now
+    monkeypatch.setenv("MIHA_OPTIMIZER_SWITCH", "1")
     backend = _backend(small_digits, _model())
     adam = backend.initial_genes()
     assert backend.pool.optimizer_kinds[0] == "adam" and {"sgd", "rmsprop", "nadam"} <= set(backend.pool.optimizer_kinds)
@@ -114,11 +116,13 @@ def test_an_optimizer_switch_traces_the_model_once_and_trains_like_a_model_compi
         np.testing.assert_array_equal(np.asarray(a), b)
 
 
-def test_an_optimizer_of_the_users_own_or_one_that_scales_its_loss_is_not_switched(small_digits):
+def test_an_optimizer_of_the_users_own_or_one_that_scales_its_loss_is_not_switched(small_digits, monkeypatch):
     # the train step scales the loss by the optimizer it was traced with, and a class of the user's own
     # may keep state a fresh instance of another kind would not know: each keeps a pooled model per kind
     import keras
 
+    monkeypatch.setenv("MIHA_OPTIMIZER_SWITCH", "1")
+    assert _backend(small_digits, _model()).pool.optimizer_kinds  # the switch is on for a plain model
     scaled = _model()
     scaled.compile(optimizer=keras.optimizers.Adam(loss_scale_factor=8.0), loss="sparse_categorical_crossentropy")
     assert _backend(small_digits, scaled).pool.optimizer_kinds == ()
@@ -131,6 +135,36 @@ def test_an_optimizer_of_the_users_own_or_one_that_scales_its_loss_is_not_switch
     assert _backend(small_digits, own).pool.optimizer_kinds == ()
     no_mutation = _backend(small_digits, _model(), cfg=CFG.replace(search=me.SearchSpace(kinds=("learning_rate",))))
     assert no_mutation.pool.optimizer_kinds == ()
+
+
+def test_a_model_with_its_own_train_step_keeps_it_when_one_model_serves_every_optimizer(small_digits):
+    # the split step is Keras' own train_step: a model class that overrides train_step trains with its
+    # own, traced by each optimizer's chunk (the same model serving both optimizers)
+    import keras
+
+    seen = []
+
+    class Counted(keras.Sequential):
+        def train_step(self, data):
+            seen.append(type(self.optimizer).__name__)  # Python runs here only while a chunk is traced
+            return super().train_step(data)
+
+    backend = _backend(small_digits, _model())
+    genes = backend.initial_genes()
+    for cls, shared in ((keras.Sequential, True), (Counted, False)):
+        keras.utils.set_random_seed(0)
+        model = cls([keras.Input((64,)), keras.layers.Dense(10, activation="softmax", name="out")])
+        model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy")
+        model.optimizer.build(model.trainable_variables)
+        built = mdl.build_compiled_state(model, small_digits[0][:1], small_digits[1][:1])
+        mdl.install_knobs(model, genes, switch_optimizers=True)
+        mdl._KNOBS[model].compiled_state = built
+        mdl.add_optimizer(model, "sgd", keras.optimizers.SGD(learning_rate=0.01))
+        assert mdl.switches_optimizers(model) and mdl.shares_forward_pass(model) is shared
+        for kind in ("adam", "sgd"):
+            mdl.select_optimizer(model, kind)
+            backend.trainer.fit(model, 32, 1, lambda *a: None)
+    assert seen == ["Adam", "SGD"]
 
 
 def test_an_activation_switch_reuses_the_traced_step_and_trains_like_a_model_built_with_it(small_digits, tmp_path):
