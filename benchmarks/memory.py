@@ -71,7 +71,8 @@ def ray_workers(root: int) -> dict[int, float]:
     return found
 
 
-def run_cli(cycles: int, recycle_after: int, workdir: Path, log=print, evaluator: str = "local") -> dict:
+def run_cli(cycles: int, recycle_after: int, workdir: Path, log=print, evaluator: str = "local",
+            recycle_rss_mb: int | None = None) -> dict:
     """``miha run`` in a child process (the way a user runs it); its RSS is read after every cycle from
     /proc (the CLI recycles itself in place with exec, so the PID stays the same)."""
     import subprocess
@@ -90,6 +91,8 @@ def run_cli(cycles: int, recycle_after: int, workdir: Path, log=print, evaluator
            "-n", "1", "-k", "1", "-c", str(cycles), "-p", "4", "--batch-size", "32", "--seed", "0",
            "--drop-intermediate", "--recycle-after", str(recycle_after), "--run-dir", str(run_dir), "--quiet",
            "--evaluator", evaluator]
+    if recycle_rss_mb is not None:
+        cmd += ["--recycle-rss-mb", str(recycle_rss_mb)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -140,6 +143,8 @@ def main() -> None:
     ap.add_argument("--recycle-after", type=int, nargs="+",
                     help="run the CLI (a child process, sampled from /proc) with each of these recycle_after "
                     "values (0: never recycle); default: the in-process API run of the first wave")
+    ap.add_argument("--recycle-rss-mb", type=int,
+                    help="with --recycle-after: the CLI's memory trigger (0: off; default: the CLI's own)")
     ap.add_argument("--plot", help="with --recycle-after: write a PNG of RSS against cycles here")
     ap.add_argument("--evaluator", choices=["local", "ray"], default="local",
                     help="with --recycle-after: ray also reads the Ray member workers' RSS after every cycle")
@@ -153,7 +158,7 @@ def main() -> None:
             for r in args.recycle_after:
                 print(f"recycle_after={r}", flush=True)
                 res = run_cli(args.cycles, r, Path(tmp), log=lambda s: print("  " + s, flush=True),
-                              evaluator=args.evaluator)
+                              evaluator=args.evaluator, recycle_rss_mb=args.recycle_rss_mb)
                 print(f"  growth cycle 2 → {args.cycles}: {res['growth_mb_cycle2_to_last']:+.0f} MB; most above "
                       f"cycle 2: {res['max_rss_after_cycle2_mb']:+.0f} MB; peak {res['peak_rss_mb']:.0f} MB; "
                       f"{res['restarts']} restarts; {res['wall_s']:.0f} s", flush=True)
@@ -172,7 +177,8 @@ def main() -> None:
             fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
             for r in results:
                 cs = sorted(r["rss_mb_by_cycle"])
-                label = f"recycle_after {r['recycle_after']} (0: no count), recycle_rss_mb as the CLI's default"
+                rss = "the CLI's default" if args.recycle_rss_mb is None else f"{args.recycle_rss_mb} (0: off)"
+                label = f"recycle_after {r['recycle_after']} (0: no count), recycle_rss_mb {rss}"
                 ax.plot(cs, [r["rss_mb_by_cycle"][c] for c in cs], label=label)
             ax.set_xlabel("cycle")
             ax.set_ylabel("RSS after the cycle (MB)")

@@ -6,6 +6,10 @@ The MNIST FNN (784-400-10, Adam, batch 32) on the examples' 4,500 digits, m=10 c
 (200 compute epochs). Each setting runs the CLI in a child process; its peak RSS is the child's
 ``ru_maxrss`` (a recycled engine re-executes itself in the same process, so the peak covers every
 part of the run).
+
+``--floors`` also measures, the same way, what the framework takes without MIHA: a child that only
+imports TensorFlow and Keras, and a child that trains the same model on the same data with Keras'
+default ``fit`` for the same 200 epochs (batch 32, the same validation split).
 """
 
 from __future__ import annotations
@@ -35,11 +39,18 @@ def _files(folder: Path) -> tuple[Path, Path]:
     return model_path, data_path
 
 
-def peak_of_run(model: Path, data: Path, recycle_after: int, run_dir: Path) -> dict:
-    cmd = [sys.executable, "-m", "miha_engine", "run", "--model", str(model), "--data", str(data),
-           "-m", "10", "-n", "3", "-k", "3", "-c", "10", "-p", "5", "--batch-size", "32", "--seed", "0",
-           "--recycle-after", str(recycle_after), "--run-dir", str(run_dir)]
-    # a fresh parent per setting: ru_maxrss of children is the largest child a process has waited for
+_FLOOR_IMPORT = "import tensorflow, keras"
+_FLOOR_FIT = """
+import sys, numpy as np, keras
+d = np.load(sys.argv[2], allow_pickle=False)
+model = keras.saving.load_model(sys.argv[1])
+model.fit(d["x"], d["y"], batch_size=32, epochs=200, validation_split=0.1, verbose=0)
+print("test", model.evaluate(d["x_test"], d["y_test"], verbose=0))
+"""
+
+
+def _peak_of(cmd: list[str]) -> tuple[int, float, float, str]:
+    """(exit code, peak RSS in MB, wall seconds, output) of ``cmd`` run in a child of a fresh parent."""
     probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
              "sys.stderr.write(r.stdout + r.stderr); "
              "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
@@ -47,16 +58,38 @@ def peak_of_run(model: Path, data: Path, recycle_after: int, run_dir: Path) -> d
     out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t
     code, peak_kb = (int(v) for v in out.stdout.split()[-2:])
+    return code, peak_kb / 1024, wall, out.stderr
+
+
+def floors(model: Path, data: Path) -> list[dict]:
+    records = []
+    for name, cmd in (("import TensorFlow and Keras", [sys.executable, "-c", _FLOOR_IMPORT]),
+                      ("Keras' default fit, 200 epochs", [sys.executable, "-c", _FLOOR_FIT, str(model), str(data)])):
+        code, peak, wall, err = _peak_of(cmd)
+        if code != 0:
+            raise SystemExit(f"{name} failed ({code}): {err[-2000:]}")
+        records.append({"floor": name, "peak_rss_mb": peak, "wall_s": wall})
+    return records
+
+
+def peak_of_run(model: Path, data: Path, recycle_after: int, run_dir: Path) -> dict:
+    cmd = [sys.executable, "-m", "miha_engine", "run", "--model", str(model), "--data", str(data),
+           "-m", "10", "-n", "3", "-k", "3", "-c", "10", "-p", "5", "--batch-size", "32", "--seed", "0",
+           "--recycle-after", str(recycle_after), "--run-dir", str(run_dir)]
+    # a fresh parent per setting: ru_maxrss of children is the largest child a process has waited for
+    code, peak, wall, err = _peak_of(cmd)
     if code != 0:
-        raise SystemExit(f"miha run failed ({code}): {out.stderr[-2000:]}")
-    restarts = out.stderr.count("restarts in a fresh process")
-    return {"recycle_after": recycle_after, "peak_rss_mb": peak_kb / 1024, "wall_s": wall, "restarts": restarts}
+        raise SystemExit(f"miha run failed ({code}): {err[-2000:]}")
+    restarts = err.count("restarts in a fresh process")
+    return {"recycle_after": recycle_after, "peak_rss_mb": peak, "wall_s": wall, "restarts": restarts}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recycle-after", type=int, nargs="+", default=[12])
     ap.add_argument("--out", default=str(HERE / "records"))
+    ap.add_argument("--floors", action="store_true",
+                    help="also the peak RSS of importing TensorFlow and Keras, and of Keras' default fit of the model")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="miha-peak-"))
     model, data = _files(tmp)
@@ -66,6 +99,9 @@ def main() -> None:
         records.append(rec)
         print(f"recycle_after={r}: peak RSS {rec['peak_rss_mb']:.0f} MB, wall {rec['wall_s']:.1f} s, "
               f"{rec['restarts']} restart(s)", flush=True)
+    for rec in floors(model, data) if args.floors else ():
+        records.append(rec)
+        print(f"{rec['floor']}: peak RSS {rec['peak_rss_mb']:.0f} MB, wall {rec['wall_s']:.1f} s", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "peak-rss-article.json").write_text(json.dumps({"records": records}, indent=2))
