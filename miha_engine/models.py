@@ -847,7 +847,6 @@ def set_knobs(model, genes: Genes) -> None:
     knobs = _KNOBS.get(model)
     if knobs is None:
         return
-    select_optimizer(model, genes.optimizer)
     for path, name in genes.activations:
         entry = knobs.activation.get(path)
         if entry is not None:
@@ -900,8 +899,7 @@ def add_optimizer(model, kind: str, opt) -> None:
     built on the model's trainable variables, its first state kept for resets, its weight decay read
     from the model's variable."""
     knobs = _KNOBS[model]
-    opt.build(model.trainable_variables)
-    _FRESH_OPTIMIZER[opt] = [np.array(v.numpy(), copy=True) for v in opt.variables]
+    _build_optimizer(opt, model)
     if knobs.weight_decay is not None:
         _decay_by_variable(opt, knobs.weight_decay)
     knobs.optimizers[kind] = opt
@@ -1139,6 +1137,12 @@ def restore(model, snap: Snapshot, genes: Genes, weights: list[np.ndarray] | Non
 #: Nadam's u_product at 1): a reset to "a fresh optimizer" restores these, not zeros.
 _FRESH_OPTIMIZER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+
+def _build_optimizer(opt, model) -> None:
+    """Build a pooled model's optimizer on its trainable variables and keep its first state for resets."""
+    opt.build(model.trainable_variables)
+    _FRESH_OPTIMIZER[opt] = [np.array(v.numpy(), copy=True) for v in opt.variables]
+
 #: The most memory (MB) one model may spend on the state of every optimizer kind of the run (its
 #: slots per weight, float32); above it each kind keeps a pooled model of its own.
 OPTIMIZER_SWITCH_MB = 256
@@ -1147,8 +1151,8 @@ _OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2, "rmsprop": 1, "adadelta": 2
 
 
 class ModelPool:
-    """Compiled models kept for reuse: one for every optimizer kind of the run (else one per kind), and
-    one per activation that no switch serves (label smoothing too where the loss is the user's own
+    """Compiled models kept for reuse: one per optimizer kind (one for every kind when the backend
+    passes ``optimizers``, ``MIHA_OPTIMIZER_SWITCH=1``), and one per activation that no switch serves (label smoothing too where the loss is the user's own
     class).
 
     Building, compiling and tracing (plus XLA compilation) a fresh model costs more than an epoch
@@ -1223,8 +1227,7 @@ class ModelPool:
             model.compile(optimizer=opt, loss=smoothed_loss(self.spec.loss, genes.label_smoothing,
                                                             fresh=self._smoothable),
                           metrics=self.spec.metrics, steps_per_execution=self.spe, jit_compile=self.jit)
-            opt.build(model.trainable_variables)
-            _FRESH_OPTIMIZER[opt] = [np.array(v.numpy(), copy=True) for v in opt.variables]
+            _build_optimizer(opt, model)
             built_state = self.sample is not None and build_compiled_state(model, *self.sample)
             install_knobs(model, genes, self.switched, smoothing=self._smoothable, switch_optimizers=key[1] == "*")
             _KNOBS[model].compiled_state = built_state

@@ -362,8 +362,9 @@ def _shared_step(model, key: int):
     same operations, in effect in the same order), with the forward and backward pass and the metric
     updates in a ``tf.function`` of their own, traced once and called by every kind's chunk, and the
     update by whichever optimizer is ``model.optimizer`` while a chunk is traced.  So a new optimizer
-    kind traces only its update and the chunk's loop; the step runs Keras' operations (the call is
-    expected to be inlined: not yet checked; part 9 of benchmarks/REPORT.md measured long runs slower).  (Such a model's optimizers never scale the loss: see ``ModelPool._switch_kinds``.)"""
+    kind traces only its update and the chunk's loop.  The step runs Keras' operations; the nested
+    call is expected to be inlined (not yet checked: benchmarks/REPORT.md, part 9, measured long runs
+    slower with it).  Such a model's optimizers never scale the loss (``ModelPool._switch_kinds``)."""
     import tensorflow as tf
     from keras.src import tree
     from keras.src.losses import loss as loss_module
