@@ -2,8 +2,9 @@
 
 For every member of every cycle, the change it made is read from its genes against the main line's
 genes when its population started (not from the log's sentence): its *kind* (optimizer, learning
-rate, batch size, activation) and its *value* (the optimizer or activation switched to, the new batch
-size, the learning-rate factor).  For each kind and each value: how often it was tried, how often it
+rate, batch size, activation, weight decay, dropout, label smoothing) and its *value* (the optimizer or
+activation switched to, the new batch size, the learning-rate factor, the new dropout rate to one
+decimal, the decade of a new weight decay or label smoothing, or "off").  For each kind and each value: how often it was tried, how often it
 won its cycle, and the mean fitness difference against the cycle's control member (member 0 with
 ``control_member``), or against the cycle's median fitness where there is no control.  Every number
 comes with its count; a member that diverged counts as tried, never as won, and has no difference.
@@ -68,7 +69,21 @@ def classify(parent: dict[str, Any], genes: dict[str, Any]) -> list[Change]:
     for layer, act in (genes.get("activations") or {}).items():
         if before.get(layer) != act:
             out.append(Change("activation", str(act)))
+    # the genes of the second wave: values grouped coarsely, so a value's row counts more than one member
+    if genes.get("weight_decay") is not None and genes.get("weight_decay") != parent.get("weight_decay"):
+        out.append(Change("weight_decay", _decade(float(genes["weight_decay"]))))
+    before = parent.get("dropouts") or {}
+    for layer, rate in (genes.get("dropouts") or {}).items():
+        if before.get(layer) != rate:
+            out.append(Change("dropout", f"{float(rate):.1f}"))
+    if genes.get("label_smoothing") is not None and genes.get("label_smoothing") != parent.get("label_smoothing"):
+        out.append(Change("label_smoothing", _decade(float(genes["label_smoothing"]))))
     return out
+
+
+def _decade(value: float) -> str:
+    """"off" for 0, else the power of ten below the value ("1e-2" for 0.0161)."""
+    return "off" if value <= 0 else f"1e{math.floor(math.log10(value))}"
 
 
 def _parent_genes(st: RunState, branch_step: int, cycle: int) -> dict[str, Any] | None:

@@ -27,6 +27,22 @@ def _fake_run(tmp_path, cfg=CFG, name="run", **kw):
     return run(None, None, cfg, run_dir=tmp_path / name, backend=FakeBackend(cfg), **kw)
 
 
+def test_insight_classifies_every_gene_a_member_may_mutate():
+    # weight decay, dropout rates and label smoothing are genes too: a member that changed only one of
+    # them is a mutated member of that kind (the app's Insight tab left them out)
+    parent = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 32, "activations": {"h": "relu"},
+              "weight_decay": 0.0, "dropouts": {"drop": 0.2}, "label_smoothing": 0.0}
+    assert classify(parent, dict(parent)) == []
+    changes = classify(parent, {**parent, "weight_decay": 0.0161, "dropouts": {"drop": 0.45},
+                                "label_smoothing": 0.1})
+    assert [(c.kind, c.value) for c in changes] == [("weight_decay", "1e-2"), ("dropout", "0.5"),
+                                                    ("label_smoothing", "1e-1")]
+    assert [(c.kind, c.value) for c in classify({**parent, "weight_decay": 0.3}, parent)] == [("weight_decay", "off")]
+    # a run made before these genes existed has none of them: nothing is counted for them
+    old = {k: parent[k] for k in ("optimizer", "learning_rate", "batch_size", "activations")}
+    assert classify(old, {**old, "batch_size": 64}) == [classify(parent, {**parent, "batch_size": 64})[0]]
+
+
 def test_insight_counts_match_the_journal(tmp_path):
     _fake_run(tmp_path)
     _fake_run(tmp_path, CFG.replace(seed=4, control_member=True), name="ctl")
